@@ -223,10 +223,11 @@ STORAGES = {
 
 # --- Email ------------------------------------------------------------------------
 # EMAIL_URL: smtp://user:pass@host:587 (smtp+tls://, smtps://). Default: files under var/mail.
-EMAIL_FILE_PATH = str(VAR_DIR / "mail")
-vars().update(env.email_url("EMAIL_URL", default=f"filemail://{EMAIL_FILE_PATH}"))
-if EMAIL_BACKEND == "django.core.mail.backends.filebased.EmailBackend":  # noqa: F821
-    EMAIL_FILE_PATH = EMAIL_FILE_PATH or str(VAR_DIR / "mail")
+if env.str("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Lodestone <hello@localhost>")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
@@ -297,7 +298,6 @@ WAGTAILIMAGES_EXTENSIONS = ["gif", "jpg", "jpeg", "png", "webp", "avif"]
 WAGTAIL_PASSWORD_RESET_ENABLED = False
 WAGTAILADMIN_COMMENTS_ENABLED = False
 WAGTAIL_ENABLE_UPDATE_CHECK = False
-WAGTAIL_TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
 
 # --- Security defaults that hold in every environment -------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -313,7 +313,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django_tasks": {"level": "WARNING"},
+    },
 }
 
 CELERY_BEAT_SCHEDULE = {

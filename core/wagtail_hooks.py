@@ -1,0 +1,63 @@
+from django.utils.translation import gettext_lazy as _
+from wagtail import hooks
+from wagtail.admin.ui.tables import Column, DateColumn
+from wagtail.admin.viewsets.model import ModelViewSet
+from wagtail.permission_policies import ModelPermissionPolicy
+from wagtail.permissions import register_permission_policy
+
+from .models import OutboundEmail
+
+
+class ViewOnlyPolicy(ModelPermissionPolicy):
+    """Creators may look at the outbox; rows change only through the sending tasks."""
+
+    def user_has_permission(self, user, action):
+        if action in {"add", "change", "delete"}:
+            return False
+        return super().user_has_permission(user, action)
+
+    def user_has_any_permission(self, user, actions):
+        return any(self.user_has_permission(user, action) for action in actions)
+
+
+register_permission_policy(OutboundEmail, ViewOnlyPolicy(OutboundEmail))
+
+
+class OutboundEmailViewSet(ModelViewSet):
+    model = OutboundEmail
+    icon = "mail"
+    menu_label = _("Email outbox")
+    menu_order = 900
+    add_to_admin_menu = True
+    inspect_view_enabled = True
+    copy_view_enabled = False
+    # Add and edit are refused by the policy; the form exists only because the
+    # viewset builds every view's URL.
+    form_fields = ["to"]
+    list_filter = ["status", "kind"]
+    search_fields = ["to", "subject"]
+    list_display = [
+        Column("subject", label=_("Subject"), accessor="subject"),
+        Column("to", label=_("To"), accessor="to"),
+        Column("status", label=_("Status"), accessor="get_status_display"),
+        Column("attempts", label=_("Attempts"), accessor="attempts"),
+        DateColumn("created_at", label=_("Queued")),
+        DateColumn("sent_at", label=_("Sent")),
+    ]
+    inspect_view_fields = [
+        "kind",
+        "to",
+        "from_email",
+        "subject",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+        "sent_at",
+        "text_body",
+    ]
+
+
+@hooks.register("register_admin_viewset")
+def register_outbox_viewset():
+    return OutboundEmailViewSet("outbound_emails")
