@@ -17,7 +17,7 @@ venv: $(STAMP)
 
 ## make run: the demo on SQLite, local files and a folder broker — no server needed.
 run: $(STAMP)
-	@mkdir -p var/celery/queue var/celery/processed var/mail var/protected var/media
+	@mkdir -p var/celery/queue var/celery/processed var/celery/control var/mail var/protected var/media
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo --port $(PORT)
 	PORT=$(PORT) $(BIN)/honcho --no-prefix -f infra/Procfile.demo start
