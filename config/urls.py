@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("protected/", include("media.urls")),
+    path("f/", include("funnels.urls")),
     path("healthz", core_views.healthz, name="healthz"),
 ]
 

@@ -14,7 +14,8 @@ def is_transient_email_error(exc: BaseException) -> bool:
     return isinstance(exc, smtplib.SMTPServerDisconnected | OSError)
 
 
-@shared_task(bind=True, max_retries=8, acks_late=True)
+# 30 tries with a backoff capped at an hour: an SMTP outage of about a day loses nothing.
+@shared_task(bind=True, max_retries=30, acks_late=True)
 def send_outbound_email(self, email_id: int) -> str:
     message = services.email_claim(email_id=email_id)
     if message is None:

@@ -19,6 +19,9 @@ if env_file.exists():
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# How many reverse proxies (nginx, a CDN) stand in front of the app and append to
+# X-Forwarded-For; 0 trusts only REMOTE_ADDR. Production's default is 1 (nginx).
+TRUSTED_PROXY_COUNT = env.int("LODESTONE_TRUSTED_PROXY_COUNT", default=0)
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("LODESTONE_SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
 WAGTAILADMIN_BASE_URL = SITE_URL
@@ -32,6 +35,7 @@ INSTALLED_APPS = [
     "payments",
     "media.apps.MediaConfig",
     "wagtail.contrib.forms",
+    "wagtail.contrib.routable_page",
     "wagtail.contrib.redirects",
     "wagtail.contrib.settings",
     "wagtail.embeds",
@@ -290,6 +294,16 @@ MAILCHIMP_SERVER_PREFIX = env.str(
 )
 MAILCHIMP_AUDIENCE_ID = env.str("MAILCHIMP_AUDIENCE_ID", default="")
 MAILCHIMP_API_HOST = env.str("MAILCHIMP_API_HOST", default="")
+
+
+# --- Funnels -----------------------------------------------------------------------------
+def _limits(value: str) -> tuple[tuple[int, int], ...]:
+    # "10/60,60/3600": at most 10 hits a minute and 60 an hour.
+    return tuple(tuple(int(n) for n in part.split("/")) for part in value.split(",") if part)
+
+
+FUNNELS_OPTIN_IP_LIMITS = _limits(env.str("LODESTONE_OPTIN_IP_LIMITS", default="10/60,60/3600"))
+FUNNELS_OPTIN_EMAIL_LIMIT = _limits(env.str("LODESTONE_OPTIN_EMAIL_LIMIT", default="5/3600"))[0]
 
 # --- Wagtail ------------------------------------------------------------------------
 WAGTAIL_SITE_NAME = env.str("LODESTONE_SITE_NAME", default="Lodestone")

@@ -40,7 +40,12 @@ class Command(BaseCommand):
                 f"\n{bar}\n"
                 f"  Lodestone demo is starting at  {url}\n"
                 f"  Creator admin:                 {url}admin/\n"
-                f"  Log in as:                     {facts.get('creator_email')}\n"
+                + (
+                    f"  Landing page with opt-in:      {url.rstrip('/')}{facts['landing_page_url']}\n"
+                    if facts.get("landing_page_url")
+                    else ""
+                )
+                + f"  Log in as:                     {facts.get('creator_email')}\n"
                 f"  Password:                      {facts.get('creator_password')}\n"
                 f"  Emails are written to:         {mail_dir}\n"
                 f"{bar}\n"

@@ -1,0 +1,526 @@
+"""Writes for the funnel: sign-up, confirmation, delivery, unsubscribe, erasure.
+
+Every function stores what the visitor gave us before anything downstream (email,
+Mailchimp) can fail; those run from the outbox and Celery after the commit.
+"""
+
+import hashlib
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from core.models import OutboundEmail
+from core.services import brand_settings, email_enqueue
+
+from . import exceptions
+from .models import (
+    ConsentRecord,
+    LandingPage,
+    LeadMagnet,
+    MagnetDelivery,
+    PageVisitDay,
+    Subscriber,
+    SubscriberToken,
+    Suppression,
+    Touch,
+)
+
+CONFIRM_TOKEN_LIFETIME = timedelta(days=7)
+DOWNLOAD_LINK_MAX_AGE = timedelta(days=30)
+LINK_SALT = "lodestone.funnels.link"
+MAX_NAME_LENGTH = 150
+
+
+@dataclass(frozen=True)
+class Attribution:
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    utm_term: str = ""
+    utm_content: str = ""
+    referrer: str = ""
+
+
+@dataclass(frozen=True)
+class Visitor:
+    ip_address: str | None = None
+    user_agent: str = ""
+    time_zone: str = ""
+
+
+@dataclass
+class OptInOutcome:
+    subscriber: Subscriber
+    emails: list[str] = field(default_factory=list)  # kinds queued, for the caller's log
+
+
+# --- Addresses -------------------------------------------------------------------------
+
+
+def normalize_email(raw: str) -> str:
+    """The one canonical form: trimmed, Unicode NFC, lower-cased, validated (IDN allowed)."""
+    email = unicodedata.normalize("NFC", (raw or "").strip()).lower()
+    if not email or len(email) > 254:
+        raise exceptions.InvalidEmail()
+    try:
+        validate_email(email)
+    except ValidationError as exc:
+        raise exceptions.InvalidEmail() from exc
+    return email
+
+
+def email_hash(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+def is_suppressed(email: str) -> bool:
+    return Suppression.objects.filter(email_hash=email_hash(email)).exists()
+
+
+def clean_time_zone(value: str) -> str:
+    import zoneinfo
+
+    value = (value or "").strip()
+    if value and value in zoneinfo.available_timezones():
+        return value
+    return brand_settings().default_time_zone or settings.TIME_ZONE
+
+
+# --- Links ---------------------------------------------------------------------------------
+
+
+def signed_link(view_name: str, payload: dict) -> str:
+    token = signing.dumps(payload, salt=f"{LINK_SALT}:{view_name}", compress=True)
+    return settings.SITE_URL + reverse(view_name, kwargs={"token": token})
+
+
+def open_signed_link(view_name: str, token: str, *, max_age: timedelta | None = None) -> dict:
+    try:
+        return signing.loads(
+            token,
+            salt=f"{LINK_SALT}:{view_name}",
+            max_age=max_age.total_seconds() if max_age else None,
+        )
+    except signing.SignatureExpired as exc:
+        raise exceptions.TokenExpired(
+            "This download link has expired. Sign up again on the same page to get a fresh one."
+        ) from exc
+    except signing.BadSignature as exc:
+        raise exceptions.TokenInvalid() from exc
+
+
+def unsubscribe_url(subscriber: Subscriber) -> str:
+    return signed_link(
+        "funnels:unsubscribe", {"s": subscriber.pk, "e": email_hash(subscriber.email)[:16]}
+    )
+
+
+def manage_url(subscriber: Subscriber) -> str:
+    return signed_link(
+        "funnels:my_data", {"s": subscriber.pk, "e": email_hash(subscriber.email)[:16]}
+    )
+
+
+def subscriber_from_link(view_name: str, token: str) -> Subscriber:
+    """The subscriber a long-lived link names; the email hash stops a link from surviving erasure
+    and re-creation of the same id."""
+    data = open_signed_link(view_name, token)
+    subscriber = Subscriber.objects.filter(pk=data.get("s")).first()
+    if subscriber is None or email_hash(subscriber.email)[:16] != data.get("e"):
+        raise exceptions.TokenInvalid(
+            "This link no longer works: the subscription it belonged to is gone."
+        )
+    return subscriber
+
+
+# --- Emails -------------------------------------------------------------------------------
+
+
+def _footer_context(subscriber: Subscriber) -> dict:
+    brand = brand_settings()
+    return {
+        "brand": brand,
+        "subscriber": subscriber,
+        "unsubscribe_url": unsubscribe_url(subscriber),
+        "manage_url": manage_url(subscriber),
+    }
+
+
+def _list_headers(subscriber: Subscriber) -> dict[str, str]:
+    url = unsubscribe_url(subscriber)
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def _confirmation_email(subscriber: Subscriber, token: str, magnet: LeadMagnet | None) -> None:
+    context = {
+        **_footer_context(subscriber),
+        "confirm_url": settings.SITE_URL + reverse("funnels:confirm", kwargs={"token": token}),
+        "magnet": magnet,
+        "expires_days": CONFIRM_TOKEN_LIFETIME.days,
+    }
+    email_enqueue(
+        to=subscriber.email,
+        subject=render_to_string("funnels/email/confirm_subject.txt", context).strip(),
+        text_body=render_to_string("funnels/email/confirm.txt", context),
+        html_body=render_to_string("funnels/email/confirm.html", context),
+        kind="funnels:confirm",
+    )
+
+
+def _fill(template: str, **values: str) -> str:
+    # str.format_map with a forgiving dict: a creator's typo in a placeholder stays visible
+    # as written instead of raising.
+    class Forgiving(dict):
+        def __missing__(self, key):
+            return "{" + key + "}"
+
+    try:
+        return template.format_map(Forgiving(values))
+    except (ValueError, IndexError):
+        return template
+
+
+def magnet_download_url(subscriber: Subscriber, magnet: LeadMagnet) -> str:
+    return signed_link(
+        "funnels:download",
+        {"s": subscriber.pk, "m": magnet.pk, "e": email_hash(subscriber.email)[:16]},
+    )
+
+
+def magnet_send(*, subscriber: Subscriber, magnet: LeadMagnet) -> None:
+    """Queue the delivery email of a magnet to a confirmed subscriber."""
+    download_url = magnet_download_url(subscriber, magnet)
+    values = {
+        "first_name": subscriber.first_name or "there",
+        "title": magnet.title,
+        "download_url": download_url,
+    }
+    context = {
+        **_footer_context(subscriber),
+        "magnet": magnet,
+        "body": _fill(magnet.delivery_body, **values),
+        "download_url": download_url,
+    }
+    email_enqueue(
+        to=subscriber.email,
+        subject=_fill(magnet.delivery_subject, **values),
+        text_body=render_to_string("funnels/email/delivery.txt", context),
+        html_body=render_to_string("funnels/email/delivery.html", context),
+        kind="funnels:delivery",
+        headers=_list_headers(subscriber),
+    )
+
+
+# --- Sign-up ------------------------------------------------------------------------------
+
+
+def _subscriber_get_or_create_locked(
+    *, email: str, name: str, time_zone: str
+) -> tuple[Subscriber, bool]:
+    """The subscriber row for an address, locked for this transaction; safe under races."""
+    existing = Subscriber.objects.select_for_update().filter(email__iexact=email).first()
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            return Subscriber.objects.create(email=email, name=name, time_zone=time_zone), True
+    except IntegrityError:
+        # A concurrent request created it between our read and our insert.
+        return Subscriber.objects.select_for_update().get(email__iexact=email), False
+
+
+def _issue_confirm_token(
+    *, subscriber: Subscriber, landing_page: LandingPage | None, magnet: LeadMagnet | None
+) -> str:
+    token = secrets.token_urlsafe(32)
+    SubscriberToken.objects.create(
+        subscriber=subscriber,
+        purpose=SubscriberToken.Purpose.CONFIRM,
+        token_hash=hashlib.sha256(token.encode()).hexdigest(),
+        landing_page=landing_page,
+        magnet=magnet,
+        expires_at=timezone.now() + CONFIRM_TOKEN_LIFETIME,
+    )
+    return token
+
+
+def _tags_from(value: str) -> list[str]:
+    return [tag.strip()[:100] for tag in (value or "").split(",") if tag.strip()]
+
+
+@transaction.atomic
+def optin_submit(
+    *,
+    landing_page: LandingPage,
+    form_id: str,
+    email: str,
+    name: str,
+    consent: bool,
+    visitor: Visitor,
+    attribution: Attribution,
+) -> OptInOutcome:
+    """A visitor asked for a magnet. Stores the lead, then queues whatever email fits.
+
+    The outcome never tells the visitor whether the address was already known.
+    """
+    form = landing_page.optin_forms().get(form_id)
+    if form is None or form.get("magnet") is None:
+        raise exceptions.FormNotFound()
+    email = normalize_email(email)
+    if not consent:
+        raise exceptions.ConsentMissing()
+    name = " ".join((name or "").split())[:MAX_NAME_LENGTH]
+    magnet: LeadMagnet = form["magnet"]
+
+    subscriber, created = _subscriber_get_or_create_locked(
+        email=email, name=name, time_zone=clean_time_zone(visitor.time_zone)
+    )
+    if name and not subscriber.name:
+        subscriber.name = name
+    if visitor.time_zone and not created:
+        subscriber.time_zone = clean_time_zone(visitor.time_zone)
+
+    touch = Touch.objects.create(
+        subscriber=subscriber,
+        landing_page=landing_page,
+        form_id=form_id,
+        **{
+            k: (getattr(attribution, k) or "")[: 1000 if k == "referrer" else 200]
+            for k in Attribution.__dataclass_fields__
+        },
+    )
+    subscriber.first_touch = subscriber.first_touch or touch
+    subscriber.last_touch = touch
+    subscriber.save()
+    if tags := _tags_from(form.get("tags", "")):
+        subscriber.tags.add(*tags)
+        subscriber.save()
+
+    ConsentRecord.objects.create(
+        subscriber=subscriber,
+        action=ConsentRecord.Action.GRANTED,
+        email=email,
+        consent_text=form.get("consent_text", ""),
+        landing_page_id=landing_page.pk,
+        page_url=landing_page.full_url or landing_page.url or "",
+        form_id=form_id,
+        form_version=str(landing_page.live_revision_id or landing_page.latest_revision_id or ""),
+        ip_address=visitor.ip_address,
+        user_agent=(visitor.user_agent or "")[:500],
+    )
+    # A fresh, explicit consent lifts an earlier erasure's suppression.
+    Suppression.objects.filter(email_hash=email_hash(email)).delete()
+
+    outcome = OptInOutcome(subscriber=subscriber)
+    if subscriber.status == Subscriber.Status.CONFIRMED:
+        magnet_send(subscriber=subscriber, magnet=magnet)
+        outcome.emails.append("delivery")
+    elif subscriber.status == Subscriber.Status.PENDING and not form.get("double_opt_in", True):
+        _confirm(subscriber=subscriber, landing_page=landing_page, form_id=form_id, visitor=visitor)
+        magnet_send(subscriber=subscriber, magnet=magnet)
+        outcome.emails.append("delivery")
+    else:
+        # New, pending, or someone who left: they confirm by email before anything else.
+        token = _issue_confirm_token(
+            subscriber=subscriber, landing_page=landing_page, magnet=magnet
+        )
+        _confirmation_email(subscriber, token, magnet)
+        outcome.emails.append("confirm")
+    return outcome
+
+
+def _confirm(*, subscriber: Subscriber, landing_page, form_id: str, visitor: Visitor) -> None:
+    from .tasks import audience_sync_subscriber
+
+    subscriber.status = Subscriber.Status.CONFIRMED
+    subscriber.confirmed_at = timezone.now()
+    subscriber.unsubscribed_at = None
+    subscriber.save(update_fields=["status", "confirmed_at", "unsubscribed_at"])
+    ConsentRecord.objects.create(
+        subscriber=subscriber,
+        action=ConsentRecord.Action.CONFIRMED,
+        email=subscriber.email,
+        landing_page_id=landing_page.pk if landing_page else None,
+        page_url=(landing_page.full_url or "") if landing_page else "",
+        form_id=form_id,
+        ip_address=visitor.ip_address,
+        user_agent=(visitor.user_agent or "")[:500],
+    )
+    audience_sync_subscriber.delay_on_commit(subscriber.pk)
+
+
+@dataclass
+class Confirmation:
+    subscriber: Subscriber
+    magnet: LeadMagnet | None
+    landing_page: LandingPage | None
+
+
+@transaction.atomic
+def subscriber_confirm(*, token: str, visitor: Visitor) -> Confirmation:
+    """Confirm the address a confirmation token was sent to. Single use."""
+    row = (
+        SubscriberToken.objects.select_for_update()
+        .select_related("subscriber", "magnet", "landing_page")
+        .filter(
+            token_hash=hashlib.sha256((token or "").encode()).hexdigest(),
+            purpose=SubscriberToken.Purpose.CONFIRM,
+        )
+        .first()
+    )
+    if row is None:
+        raise exceptions.TokenInvalid()
+    if row.used_at is not None:
+        raise exceptions.TokenUsed()
+    if row.expires_at <= timezone.now():
+        raise exceptions.TokenExpired()
+    row.used_at = timezone.now()
+    row.save(update_fields=["used_at"])
+    subscriber = Subscriber.objects.select_for_update().get(pk=row.subscriber_id)
+    _confirm(
+        subscriber=subscriber,
+        landing_page=row.landing_page,
+        form_id="",
+        visitor=visitor,
+    )
+    if row.magnet is not None:
+        magnet_send(subscriber=subscriber, magnet=row.magnet)
+    return Confirmation(subscriber=subscriber, magnet=row.magnet, landing_page=row.landing_page)
+
+
+# --- Delivery -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def magnet_download(*, token: str, visitor: Visitor) -> tuple[MagnetDelivery, str]:
+    """Record a download and return a short-lived URL to the protected file."""
+    from media.delivery import protected_url
+
+    data = open_signed_link("funnels:download", token, max_age=DOWNLOAD_LINK_MAX_AGE)
+    subscriber = Subscriber.objects.filter(pk=data.get("s")).first()
+    magnet = LeadMagnet.objects.filter(pk=data.get("m")).first()
+    if subscriber is None or magnet is None or email_hash(subscriber.email)[:16] != data.get("e"):
+        raise exceptions.TokenInvalid("This download is no longer available.")
+    # Seam for per-subscriber stamping (media.stamping): it will return the stamped copy's name.
+    file_name = magnet.file.name
+    delivery = MagnetDelivery.objects.create(
+        subscriber=subscriber,
+        magnet=magnet,
+        file_name=file_name,
+        ip_address=visitor.ip_address,
+        user_agent=(visitor.user_agent or "")[:500],
+    )
+    return delivery, protected_url(name=file_name, user_id=None, filename=magnet.filename)
+
+
+# --- Leaving ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def subscriber_unsubscribe(*, subscriber: Subscriber, visitor: Visitor, source: str) -> bool:
+    """Stop all mail to a subscriber. Returns False when they had already left."""
+    from .tasks import audience_sync_subscriber
+
+    subscriber = Subscriber.objects.select_for_update().get(pk=subscriber.pk)
+    if subscriber.status == Subscriber.Status.UNSUBSCRIBED:
+        return False
+    subscriber.status = Subscriber.Status.UNSUBSCRIBED
+    subscriber.unsubscribed_at = timezone.now()
+    subscriber.save(update_fields=["status", "unsubscribed_at"])
+    ConsentRecord.objects.create(
+        subscriber=subscriber,
+        action=ConsentRecord.Action.WITHDRAWN,
+        email=subscriber.email,
+        consent_text=f"Unsubscribed ({source})",
+        ip_address=visitor.ip_address,
+        user_agent=(visitor.user_agent or "")[:500],
+    )
+    audience_sync_subscriber.delay_on_commit(subscriber.pk)
+    return True
+
+
+def subscriber_export(*, subscriber: Subscriber) -> dict:
+    """Everything we hold about a subscriber, for a GDPR access request."""
+
+    def touch(t: Touch | None):
+        if t is None:
+            return None
+        return {
+            "landing_page": t.landing_page.title if t.landing_page else None,
+            "utm": {
+                k: getattr(t, k) for k in Attribution.__dataclass_fields__ if k.startswith("utm_")
+            },
+            "referrer": t.referrer,
+            "at": t.created_at.isoformat(),
+        }
+
+    return {
+        "email": subscriber.email,
+        "name": subscriber.name,
+        "time_zone": subscriber.time_zone,
+        "status": subscriber.status,
+        "tags": sorted(subscriber.tags.names()),
+        "created_at": subscriber.created_at.isoformat(),
+        "confirmed_at": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else None,
+        "first_touch": touch(subscriber.first_touch),
+        "last_touch": touch(subscriber.last_touch),
+        "touches": [touch(t) for t in subscriber.touches.select_related("landing_page")],
+        "consents": [
+            {
+                "action": c.action,
+                "text": c.consent_text,
+                "page": c.page_url,
+                "form": c.form_id,
+                "form_version": c.form_version,
+                "ip_address": c.ip_address,
+                "user_agent": c.user_agent,
+                "at": c.created_at.isoformat(),
+            }
+            for c in subscriber.consents.all()
+        ],
+        "downloads": [
+            {"magnet": d.magnet.title, "at": d.created_at.isoformat(), "ip_address": d.ip_address}
+            for d in subscriber.deliveries.select_related("magnet")
+        ],
+    }
+
+
+@transaction.atomic
+def subscriber_erase(*, subscriber: Subscriber, reason: str = "erasure") -> None:
+    """Delete a subscriber and everything tied to them; keep only a hashed suppression."""
+    from .tasks import audience_forget
+
+    email = subscriber.email
+    Suppression.objects.get_or_create(email_hash=email_hash(email), defaults={"reason": reason})
+    Subscriber.objects.filter(pk=subscriber.pk).update(first_touch=None, last_touch=None)
+    subscriber.delete()
+    # The outbox holds copies of what we sent them; those go too.
+    OutboundEmail.objects.filter(to__iexact=email).delete()
+    audience_forget.delay_on_commit(email)
+
+
+def landing_page_visit(*, page_id: int, day) -> None:
+    """Count a visit. One UPDATE in the common case; the first visit of a day inserts."""
+    updated = PageVisitDay.objects.filter(landing_page_id=page_id, day=day).update(
+        visits=F("visits") + 1
+    )
+    if updated:
+        return
+    if not LandingPage.objects.filter(pk=page_id).exists():
+        return
+    try:
+        with transaction.atomic():
+            PageVisitDay.objects.create(landing_page_id=page_id, day=day, visits=1)
+    except IntegrityError:
+        PageVisitDay.objects.filter(landing_page_id=page_id, day=day).update(visits=F("visits") + 1)

@@ -1,0 +1,69 @@
+from celery import shared_task
+from django.utils import timezone
+
+from . import audience
+from .models import Subscriber
+
+BACKOFF_CAP = 3600
+
+
+def _backoff(retries: int) -> int:
+    return min(60 * 2**retries, BACKOFF_CAP)
+
+
+@shared_task(bind=True, max_retries=10, acks_late=True)
+def audience_sync_subscriber(self, subscriber_id: int) -> str:
+    """Mirror one subscriber to Mailchimp. Idempotent: an upsert of current state."""
+    if not audience.enabled():
+        return "disabled"
+    subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
+    if subscriber is None:
+        return "gone"
+    try:
+        audience.member_upsert(subscriber)
+    except audience.AudienceError as exc:
+        Subscriber.objects.filter(pk=subscriber_id).update(audience_sync_error=str(exc)[:2000])
+        if exc.retryable and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        return "failed"
+    Subscriber.objects.filter(pk=subscriber_id).update(
+        audience_synced_at=timezone.now(), audience_sync_error=""
+    )
+    return "synced"
+
+
+@shared_task(bind=True, max_retries=10, acks_late=True)
+def audience_forget(self, email: str) -> str:
+    """Permanently delete an erased subscriber from Mailchimp."""
+    if not audience.enabled():
+        return "disabled"
+    try:
+        audience.member_forget(email)
+    except audience.AudienceError as exc:
+        if exc.retryable and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        return "failed"
+    return "forgotten"
+
+
+@shared_task(bind=True, max_retries=5, acks_late=True)
+def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
+    """Bulk changes (imports, tag edits across a list) go through one batch operation."""
+    if not audience.enabled():
+        return "disabled"
+    subscribers = list(
+        Subscriber.objects.filter(pk__in=subscriber_ids).prefetch_related("tagged_items__tag")
+    )
+    if not subscribers:
+        return "empty"
+    try:
+        batch_id = audience.members_batch(subscribers)
+    except audience.AudienceError as exc:
+        if exc.retryable and self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        Subscriber.objects.filter(pk__in=subscriber_ids).update(audience_sync_error=str(exc)[:2000])
+        return "failed"
+    Subscriber.objects.filter(pk__in=subscriber_ids).update(
+        audience_synced_at=timezone.now(), audience_sync_error=""
+    )
+    return batch_id

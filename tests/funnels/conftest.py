@@ -1,0 +1,79 @@
+"""Shared funnel fixtures: a lead magnet in a throw-away protected store, and a landing
+page (the site root) with one opt-in form."""
+
+import pytest
+from django.core.files.base import ContentFile
+from wagtail.models import Page, Site
+
+from funnels.models import LandingPage, LeadMagnet
+
+MINIMAL_PDF = (
+    b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
+    b"2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    b"3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+    b"trailer<</Root 1 0 R>>\n%%EOF\n"
+)
+
+
+@pytest.fixture
+def protected_dir(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "protected": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "protected"), "base_url": None},
+        },
+    }
+    return tmp_path / "protected"
+
+
+@pytest.fixture
+def magnet(protected_dir):
+    magnet = LeadMagnet(title="Launch Checklist", download_filename="launch-checklist.pdf")
+    magnet.file.save("launch-checklist.pdf", ContentFile(MINIMAL_PDF), save=False)
+    magnet.save()
+    return magnet
+
+
+def make_landing_page(
+    magnet, *, double_opt_in=True, tags="checklist, launch", title="Free checklist"
+):
+    root = Page.get_first_root_node()
+    page = LandingPage(
+        title=title,
+        slug=title.lower().replace(" ", "-"),
+        body=[
+            ("hero", {"headline": "Launch without the panic", "subheadline": "A one-page plan."}),
+            (
+                "optin_form",
+                {
+                    "heading": "Get the checklist",
+                    "magnet": magnet,
+                    "ask_name": True,
+                    "button_label": "Send it",
+                    "consent_text": "Send me the checklist and weekly tips. Unsubscribe any time.",
+                    "double_opt_in": double_opt_in,
+                    "tags": tags,
+                },
+            ),
+        ],
+    )
+    root.add_child(instance=page)
+    page.save_revision().publish()
+    site = Site.objects.filter(is_default_site=True).first()
+    if site is None:
+        Site.objects.create(hostname="localhost", port=80, root_page=page, is_default_site=True)
+    else:
+        site.root_page = page
+        site.save()
+    return LandingPage.objects.get(pk=page.pk)
+
+
+@pytest.fixture
+def landing_page(magnet):
+    return make_landing_page(magnet)
+
+
+@pytest.fixture
+def form_id(landing_page):
+    return next(iter(landing_page.optin_forms()))
