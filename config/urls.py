@@ -11,6 +11,7 @@ urlpatterns = [
     path("documents/", include(wagtaildocs_urls)),
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("protected/", include("media.urls")),
     path("f/", include("funnels.urls")),
     path("healthz", core_views.healthz, name="healthz"),
