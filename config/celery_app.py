@@ -25,4 +25,6 @@ def _ensure_filesystem_broker_folders() -> None:
             Path(folder).mkdir(parents=True, exist_ok=True)
 
 
-app.on_after_configure.connect(lambda sender, **kwargs: _ensure_filesystem_broker_folders(), weak=False)
+app.on_after_configure.connect(
+    lambda sender, **kwargs: _ensure_filesystem_broker_folders(), weak=False
+)

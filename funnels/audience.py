@@ -44,7 +44,7 @@ def client() -> Client:
         {
             "api_key": settings.MAILCHIMP_API_KEY,
             "server": settings.MAILCHIMP_SERVER_PREFIX,
-            "timeout": 15,
+            "timeout": settings.MAILCHIMP_TIMEOUT,
         }
     )
     if settings.MAILCHIMP_API_HOST:
@@ -55,17 +55,20 @@ def client() -> Client:
 
 
 def _error(exc: Exception) -> AudienceError:
-    if isinstance(exc, ApiClientError):
+    # The official client wraps network errors too (timeouts, refused connections): an
+    # ApiClientError whose status is None and whose text is the requests exception.
+    if isinstance(exc, ApiClientError) and exc.status_code is not None:
         status = exc.status_code
         try:
             detail = json.loads(exc.text).get("detail", exc.text)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             detail = str(exc.text)
         return AudienceError(
             f"Mailchimp {status}: {detail}", status=status, retryable=status in RETRYABLE_STATUSES
         )
-    # Network errors from requests (timeouts, refused connections) are transient.
-    return AudienceError(f"Mailchimp unreachable: {exc!r}", status=None, retryable=True)
+    # Network errors are transient.
+    cause = exc.text if isinstance(exc, ApiClientError) else exc
+    return AudienceError(f"Mailchimp unreachable: {cause!r}", status=None, retryable=True)
 
 
 def member_body(subscriber: Subscriber) -> dict:
@@ -124,7 +127,8 @@ def members_batch(subscribers: list[Subscriber]) -> str:
                 "body": json.dumps(body),
             }
         )
-        tags = sorted(subscriber.tags.names())
+        # Through the prefetched tag links: tags.names() would query once per subscriber.
+        tags = sorted(item.tag.name for item in subscriber.tagged_items.all())
         if tags:
             operations.append(
                 {

@@ -22,14 +22,9 @@ from wagtail.models import Page
 from wagtail.search import index
 
 from core.models import validate_time_zone
+from media.storage import protected_field_storage
 
 from .blocks import LandingPageBlocks
-
-
-def protected_storage():
-    from media.storage import protected_storage as storage
-
-    return storage()
 
 
 class LeadMagnet(index.Indexed, models.Model):
@@ -41,7 +36,7 @@ class LeadMagnet(index.Indexed, models.Model):
         "wagtailimages.Image", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     file = models.FileField(
-        storage=protected_storage,
+        storage=protected_field_storage,
         upload_to="lead-magnets/%Y/%m/",
         help_text=_("PDF, EPUB, audio or zip. Stored privately; sent by expiring links only."),
     )

@@ -371,7 +371,9 @@ class Confirmation:
 def subscriber_confirm(*, token: str, visitor: Visitor) -> Confirmation:
     """Confirm the address a confirmation token was sent to. Single use."""
     row = (
-        SubscriberToken.objects.select_for_update()
+        # Lock the token row only: PostgreSQL refuses FOR UPDATE on the nullable side of the
+        # outer joins to magnet and page; the subscriber is locked just below.
+        SubscriberToken.objects.select_for_update(of=("self",))
         .select_related("subscriber", "magnet", "landing_page")
         .filter(
             token_hash=hashlib.sha256((token or "").encode()).hexdigest(),

@@ -15,3 +15,21 @@ def protected_storage() -> Storage:
 
 def is_s3(storage: Storage) -> bool:
     return isinstance(storage, S3Storage)
+
+
+class ProtectedStorage(Storage):
+    """A stand-in for the `protected` storage that looks it up on every use.
+
+    A FileField resolves its storage once, when models load; through this proxy a model
+    field follows the current STORAGES setting (a deployment's S3 bucket, a test's folder).
+    """
+
+    def __getattribute__(self, name):
+        if name.startswith("__"):
+            return object.__getattribute__(self, name)
+        return getattr(storages["protected"], name)
+
+
+def protected_field_storage() -> Storage:
+    """For `FileField(storage=...)`: protected files, wherever the settings put them."""
+    return ProtectedStorage()

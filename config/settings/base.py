@@ -294,6 +294,8 @@ MAILCHIMP_SERVER_PREFIX = env.str(
 )
 MAILCHIMP_AUDIENCE_ID = env.str("MAILCHIMP_AUDIENCE_ID", default="")
 MAILCHIMP_API_HOST = env.str("MAILCHIMP_API_HOST", default="")
+# Seconds the client waits for Mailchimp; a slower answer is a retryable failure.
+MAILCHIMP_TIMEOUT = env.float("MAILCHIMP_TIMEOUT", default=15)
 
 
 # --- Funnels -----------------------------------------------------------------------------
