@@ -2,8 +2,10 @@
 
 import hashlib
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from . import exceptions
@@ -81,4 +83,50 @@ def landing_page_funnels(*, since=None, until=None) -> list[PageFunnel]:
             confirmations=confirmations.get(p.pk, 0),
         )
         for p in pages
+    ]
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    optins: int
+    confirmations: int
+
+
+def daily_optins(*, since: date, until: date) -> list[DayCount]:
+    """Opt-ins and confirmations per day (site time zone), every day of the period listed.
+
+    Counted as landing_page_funnels counts them: distinct subscribers with a landing-page
+    touch, and distinct subscribers confirming through a landing page, that day.
+    """
+    day = TruncDate("created_at")
+    optins = dict(
+        Touch.objects.filter(
+            landing_page__isnull=False,
+            created_at__date__gte=since,
+            created_at__date__lte=until,
+        )
+        .annotate(day=day)
+        .order_by()
+        .values("day")
+        .annotate(n=Count("subscriber", distinct=True))
+        .values_list("day", "n")
+    )
+    confirmations = dict(
+        ConsentRecord.objects.filter(
+            action=ConsentRecord.Action.CONFIRMED,
+            landing_page_id__isnull=False,
+            created_at__date__gte=since,
+            created_at__date__lte=until,
+        )
+        .annotate(day=day)
+        .order_by()
+        .values("day")
+        .annotate(n=Count("subscriber", distinct=True))
+        .values_list("day", "n")
+    )
+    span = (until - since).days + 1
+    return [
+        DayCount(d, optins.get(d, 0), confirmations.get(d, 0))
+        for d in (since + timedelta(days=i) for i in range(span))
     ]

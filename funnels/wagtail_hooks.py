@@ -1,0 +1,181 @@
+from django import forms
+from django.db.models import Count
+from django.urls import path
+from django.utils.translation import gettext_lazy as _
+from wagtail import hooks
+from wagtail.admin.panels import FieldPanel
+from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
+from wagtail.admin.viewsets.base import ViewSet
+from wagtail.admin.viewsets.model import ModelViewSet
+from wagtail.permission_policies import ModelPermissionPolicy
+from wagtail.permissions import register_permission_policy
+from wagtail.snippets.models import register_snippet
+from wagtail.snippets.views.snippets import SnippetViewSet
+
+from core.models import TIME_ZONE_CHOICES
+
+from . import admin_views
+from .models import LeadMagnet, Subscriber
+
+
+class LeadMagnetSnippetViewSet(SnippetViewSet):
+    """A snippet, not a plain ModelViewSet: the opt-in form block's SnippetChooserBlock
+    picks lead magnets through the snippet chooser."""
+
+    model = LeadMagnet
+    icon = "doc-full"
+    menu_label = _("Lead magnets")
+    menu_order = 210
+    add_to_admin_menu = True
+    delete_view_class = admin_views.LeadMagnetDeleteView
+    list_display = [
+        "title",
+        Column("filename", label=_("File name"), accessor="filename"),
+        Column("delivery_count", label=_("Downloads"), sort_key="delivery_count"),
+    ]
+
+    def get_queryset(self, request):
+        return LeadMagnet.objects.annotate(delivery_count=Count("deliveries"))
+
+
+register_snippet(LeadMagnetSnippetViewSet)
+
+
+class NoAddPolicy(ModelPermissionPolicy):
+    """Subscribers arrive through opt-in forms only; the admin never creates one."""
+
+    def user_has_permission(self, user, action):
+        if action == "add":
+            return False
+        return super().user_has_permission(user, action)
+
+    def user_has_any_permission(self, user, actions):
+        return any(self.user_has_permission(user, action) for action in actions)
+
+
+register_permission_policy(Subscriber, NoAddPolicy(Subscriber))
+
+
+class SubscriberViewSet(ModelViewSet):
+    model = Subscriber
+    icon = "group"
+    menu_label = _("Subscribers")
+    menu_order = 220
+    add_to_admin_menu = True
+    copy_view_enabled = False
+    inspect_view_enabled = True
+    index_view_class = admin_views.SubscriberIndexView
+    index_template_name = "funnels/admin/subscriber_index.html"
+    inspect_view_class = admin_views.SubscriberInspectView
+    edit_view_class = admin_views.SubscriberEditView
+    delete_view_class = admin_views.SubscriberEraseView
+    # Status changes go through services (unsubscribe, erase), never through this form.
+    panels = [
+        FieldPanel("name"),
+        FieldPanel("time_zone", widget=forms.Select(choices=TIME_ZONE_CHOICES)),
+        FieldPanel("tags"),
+    ]
+    filterset_class = admin_views.SubscriberFilterSet
+    search_fields = ["email", "name"]
+    search_backend_name = None
+    ordering = "-created_at"
+    list_per_page = 50
+    list_display = [
+        "email",
+        Column("name", label=_("Name"), sort_key="name", width="12%"),
+        StatusTagColumn(
+            "status",
+            label=_("Status"),
+            accessor="get_status_display",
+            sort_key="status",
+            primary=lambda s: s.status == Subscriber.Status.CONFIRMED,
+        ),
+        Column("tags", label=_("Tags"), accessor=admin_views.subscriber_tags),
+        Column("source", label=_("Source"), accessor=admin_views.subscriber_source, width="16%"),
+        DateColumn("created_at", label=_("Signed up"), sort_key="created_at"),
+        DateColumn("confirmed_at", label=_("Confirmed"), sort_key="confirmed_at"),
+        admin_views.SyncErrorColumn(
+            "audience_sync_error", label=_("Mailchimp"), accessor="audience_sync_error"
+        ),
+    ]
+    list_export = list(admin_views.SUBSCRIBER_EXPORT)
+    export_headings = {
+        "email": _("Email"),
+        "name": _("Name"),
+        "status": _("Status"),
+        "tags": _("Tags"),
+        "time_zone": _("Time zone"),
+        "first_landing_page": _("First landing page"),
+        "utm_source": _("utm_source"),
+        "utm_medium": _("utm_medium"),
+        "utm_campaign": _("utm_campaign"),
+        "created_at": _("Signed up"),
+        "confirmed_at": _("Confirmed"),
+        "unsubscribed_at": _("Unsubscribed"),
+        "audience_sync_error": _("Mailchimp sync error"),
+    }
+    export_filename = "subscribers"
+    inspect_view_fields = [
+        "email",
+        "name",
+        "status",
+        "tags",
+        "time_zone",
+        "created_at",
+        "confirmed_at",
+        "unsubscribed_at",
+        "audience_synced_at",
+    ]
+
+    def get_urlpatterns(self):
+        return [
+            *super().get_urlpatterns(),
+            path(
+                "unsubscribe/<int:pk>/",
+                admin_views.SubscriberUnsubscribeView.as_view(),
+                name="unsubscribe",
+            ),
+        ]
+
+
+class FunnelReportViewSet(ViewSet):
+    name = "funnel_performance"
+    url_prefix = "funnel-performance"
+    icon = "chart-bar"
+    menu_label = _("Funnel performance")
+    menu_order = 230
+    add_to_admin_menu = True
+
+    @property
+    def menu_item_class(self):
+        from wagtail.admin.menu import MenuItem
+
+        class ReportMenuItem(MenuItem):
+            def is_shown(self, request):
+                return admin_views.can_see_subscribers(request.user)
+
+        return ReportMenuItem
+
+    def get_urlpatterns(self):
+        return [path("", admin_views.FunnelReportView.as_view(), name="index")]
+
+
+@hooks.register("register_admin_viewset")
+def register_subscriber_viewset():
+    return SubscriberViewSet("subscribers")
+
+
+@hooks.register("register_admin_viewset")
+def register_funnel_report_viewset():
+    return FunnelReportViewSet()
+
+
+@hooks.register("register_icons")
+def register_chart_icon(icons):
+    return [*icons, "funnels/admin/icons/chart-bar.svg"]
+
+
+@hooks.register("construct_homepage_panels")
+def add_funnel_summary_panel(request, panels):
+    if admin_views.can_see_subscribers(request.user):
+        panels.append(admin_views.FunnelSummaryPanel(request))
