@@ -48,7 +48,8 @@ def _optin_error(request, page, form_id, form, error: exceptions.FunnelError, st
 def optin_submit(request, page, form_id: str):
     """POST from a landing page's opt-in form (inline by fetch, or a plain form post)."""
     form = OptInForm(request.POST)
-    if len(request.body) > MAX_OPTIN_BODY:
+    # The header, not request.body: the CSRF check has already read the stream.
+    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_OPTIN_BODY:
         return _optin_error(
             request, page, form_id, form, exceptions.FunnelError("That form was too large."), 413
         )

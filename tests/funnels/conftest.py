@@ -77,3 +77,13 @@ def landing_page(magnet):
 @pytest.fixture
 def form_id(landing_page):
     return next(iter(landing_page.optin_forms()))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    # Rate-limit counters live in the cache; one test's posts must not throttle the next.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

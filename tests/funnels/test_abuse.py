@@ -1,0 +1,111 @@
+"""What bots and careless clients get from the opt-in endpoint, and that nothing leaks in."""
+
+import time
+
+import pytest
+from django.core import signing
+from django.test import Client
+
+from funnels.forms import RENDERED_SALT
+from funnels.models import Subscriber
+
+pytestmark = pytest.mark.django_db
+
+
+def form_data(email="bot@lodestone-mail.fi", **overrides):
+    data = {
+        "email": email,
+        "name": "Bot",
+        "consent": "on",
+        "rendered_at": signing.dumps(int(time.time()) - 30, salt=RENDERED_SALT),
+    }
+    data.update(overrides)
+    return data
+
+
+def subscribe_url(page, form_id):
+    return page.url + page.reverse_subpage("optin_submit", kwargs={"form_id": form_id})
+
+
+def test_a_thousand_posts_from_one_ip_store_only_the_first_few(client, landing_page, form_id):
+    url = subscribe_url(landing_page, form_id)
+    statuses = [
+        client.post(
+            url, form_data(f"bot{i}@lodestone-mail.fi"), HTTP_ACCEPT="application/json"
+        ).status_code
+        for i in range(1000)
+    ]
+
+    assert statuses[:10] == [200] * 10
+    assert set(statuses[10:]) == {429}
+    assert Subscriber.objects.count() == 10
+    refused = client.post(url, form_data("late@lodestone-mail.fi"), HTTP_ACCEPT="application/json")
+    assert "Too many sign-ups" in refused.json()["message"]
+
+
+def test_one_address_is_limited_across_ips(landing_page, form_id):
+    url = subscribe_url(landing_page, form_id)
+    statuses = [
+        Client(REMOTE_ADDR=f"198.51.100.{i}")
+        .post(url, form_data("target@lodestone-mail.fi"), HTTP_ACCEPT="application/json")
+        .status_code
+        for i in range(7)
+    ]
+
+    assert statuses == [200] * 5 + [429] * 2
+
+
+def test_filled_honeypot_looks_like_success_and_stores_nothing(client, landing_page, form_id):
+    response = client.post(
+        subscribe_url(landing_page, form_id),
+        form_data(website="http://spam.example"),
+        HTTP_ACCEPT="application/json",
+    )
+
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    assert not Subscriber.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "rendered_at", ["instant", "", "forged:token"], ids=["instant", "missing", "forged"]
+)
+def test_posts_without_a_human_pause_are_asked_to_retry(client, landing_page, form_id, rendered_at):
+    if rendered_at == "instant":
+        rendered_at = signing.dumps(int(time.time()), salt=RENDERED_SALT)
+    response = client.post(
+        subscribe_url(landing_page, form_id),
+        form_data(rendered_at=rendered_at),
+        HTTP_ACCEPT="application/json",
+    )
+
+    assert response.status_code == 400
+    assert "quicker than we expected" in response.json()["message"]
+    assert not Subscriber.objects.exists()
+
+
+def test_an_oversized_post_is_refused(client, landing_page, form_id):
+    response = client.post(
+        subscribe_url(landing_page, form_id),
+        form_data(name="x" * 40_000),
+        HTTP_ACCEPT="application/json",
+    )
+
+    assert response.status_code == 413
+    assert not Subscriber.objects.exists()
+
+
+def test_a_cross_site_post_without_the_csrf_token_is_refused(landing_page, form_id):
+    response = Client(enforce_csrf_checks=True).post(
+        subscribe_url(landing_page, form_id), form_data()
+    )
+
+    assert response.status_code == 403
+    assert not Subscriber.objects.exists()
+
+
+def test_a_get_to_the_subscribe_url_goes_back_to_the_page(client, landing_page, form_id):
+    response = client.get(subscribe_url(landing_page, form_id))
+
+    assert response.status_code == 302
+    assert response.url == landing_page.url
