@@ -1,0 +1,168 @@
+"""A visitor signs up on a landing page in Chromium, confirms by email and downloads the
+magnet: gunicorn, the Celery worker and the SMTP sink are real processes."""
+
+import re
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+from playwright.sync_api import expect
+from wagtail.coreutils import get_supported_content_language_variant
+from wagtail.models import Locale, Page, Site
+
+from funnels.forms import MIN_SECONDS_TO_SUBMIT
+from funnels.models import (
+    ConsentRecord,
+    LandingPage,
+    LeadMagnet,
+    MagnetDelivery,
+    PageVisitDay,
+    Subscriber,
+)
+from tests.harness.waiting import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CONSENT = "Send me the checklist and weekly tips. I can unsubscribe at any time."
+MAGNET_PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+
+
+@pytest.fixture
+def server_protected_storage(settings, django_server_env):
+    """Save lead magnets where the server processes read them."""
+    location = django_server_env["LODESTONE_PROTECTED_ROOT"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "protected": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": location, "base_url": None},
+        },
+    }
+    return storages["protected"]
+
+
+def _landing_page_install(magnet: LeadMagnet) -> LandingPage:
+    """A landing page with one opt-in form as the root of the only Site.
+
+    Works on the database as a transactional test's flush leaves it (no pages, no locale),
+    as the harness's home_page_install does.
+    """
+    locale, _created = Locale.objects.get_or_create(
+        language_code=get_supported_content_language_variant(settings.LANGUAGE_CODE)
+    )
+    root = Page.get_first_root_node()
+    if root is None:
+        root = Page.add_root(instance=Page(title="Root", slug="root", locale=locale))
+    Site.objects.all().delete()
+    for child in root.get_children():
+        child.delete()
+    root.refresh_from_db()
+    page = root.add_child(
+        instance=LandingPage(
+            title="Launch checklist",
+            slug="launch-checklist",
+            body=[
+                ("hero", {"headline": "Launch your first course without the overwhelm"}),
+                (
+                    "optin_form",
+                    {
+                        "heading": "Get your free copy",
+                        "magnet": magnet,
+                        "ask_name": True,
+                        "button_label": "Send me the checklist",
+                        "consent_text": CONSENT,
+                        "double_opt_in": True,
+                    },
+                ),
+            ],
+        )
+    )
+    Site.objects.create(
+        hostname="localhost",
+        port=80,
+        site_name=settings.WAGTAIL_SITE_NAME,
+        root_page=page,
+        is_default_site=True,
+    )
+    return page
+
+
+def test_visitor_signs_up_confirms_by_email_and_downloads_the_magnet(
+    web_server, celery_worker, smtp_sink, page, server_protected_storage
+):
+    # given a landing page offering a lead magnet
+    magnet = LeadMagnet(title="The Launch Checklist", download_filename="launch-checklist.pdf")
+    magnet.file.save("launch-checklist.pdf", ContentFile(MAGNET_PDF), save=False)
+    magnet.save()
+    landing = _landing_page_install(magnet)
+    email = f"reader-{uuid.uuid4().hex[:10]}@example.com"
+
+    # when a visitor from the newsletter fills in the form
+    page.goto(f"{web_server.url}/?utm_source=newsletter&utm_campaign=spring")
+    loaded_at = time.monotonic()
+    page.get_by_label("First name").fill("Leila")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label(CONSENT).check()
+    # The server refuses a form sent sooner than a person could fill it in (a bot check).
+    page.wait_for_timeout((MIN_SECONDS_TO_SUBMIT + 0.3 - (time.monotonic() - loaded_at)) * 1000)
+    page.get_by_role("button", name="Send me the checklist").click()
+
+    # then the answer appears in place of the form, without leaving the page
+    expect(page.get_by_role("status").filter(has_text="check your inbox")).to_be_visible()
+    expect(page.locator("form[data-optin-form]")).to_be_hidden()
+    assert urlsplit(page.url).path == "/"
+
+    # when they open the link in the confirmation email
+    confirmation = smtp_sink.wait_for(lambda m: m["To"] == email)
+    text = confirmation.get_body(("plain",)).get_content()
+    confirm_url = re.search(r"https?://\S+/f/confirm/\S+/", text).group(0)
+    assert confirm_url.startswith(web_server.url + "/")
+    page.goto(confirm_url)
+
+    # then the page confirms them by itself and offers the download
+    expect(page.get_by_role("heading", level=1)).to_have_text("Thank you, Leila!")
+    link = page.get_by_role("link", name="Download your copy")
+    expect(link).to_have_attribute("href", re.compile(rf"^{re.escape(web_server.url)}/f/download/"))
+    with page.expect_download() as download_info:
+        link.click()
+    download = download_info.value
+    assert download.failure() is None
+    assert download.suggested_filename == "launch-checklist.pdf"
+    assert Path(download.path()).read_bytes() == MAGNET_PDF
+
+    # and the delivery email follows
+    delivery = smtp_sink.wait_for(
+        lambda m: m["To"] == email and m["Subject"] == f"Here is your download: {magnet.title}"
+    )
+    assert "/f/download/" in delivery.get_body(("plain",)).get_content()
+
+    # and the database holds the whole story
+    subscriber = Subscriber.objects.get(email=email)
+    assert subscriber.status == Subscriber.Status.CONFIRMED
+    assert subscriber.name == "Leila"
+    assert subscriber.time_zone == page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+    consents = list(subscriber.consents.order_by("created_at"))
+    assert [c.action for c in consents] == [
+        ConsentRecord.Action.GRANTED,
+        ConsentRecord.Action.CONFIRMED,
+    ]
+    assert consents[0].consent_text == CONSENT
+    assert consents[0].landing_page_id == landing.pk
+    touch = subscriber.touches.get()
+    assert (touch.landing_page_id, touch.utm_source, touch.utm_campaign) == (
+        landing.pk,
+        "newsletter",
+        "spring",
+    )
+    assert MagnetDelivery.objects.filter(subscriber=subscriber, magnet=magnet).count() == 1
+    visits = wait_until(
+        lambda: PageVisitDay.objects.filter(landing_page=landing).first(),
+        timeout=5,
+        what="the landing page's visit beacon to be counted",
+    )
+    assert visits.visits == 1
