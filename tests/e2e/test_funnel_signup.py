@@ -8,12 +8,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from playwright.sync_api import expect
-from wagtail.coreutils import get_supported_content_language_variant
-from wagtail.models import Locale, Page, Site
 
 from funnels.forms import MIN_SECONDS_TO_SUBMIT
 from funnels.models import (
@@ -24,6 +21,7 @@ from funnels.models import (
     PageVisitDay,
     Subscriber,
 )
+from tests.harness.wagtail_pages import site_root_install
 from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -52,18 +50,8 @@ def _landing_page_install(magnet: LeadMagnet) -> LandingPage:
     Works on the database as a transactional test's flush leaves it (no pages, no locale),
     as the harness's home_page_install does.
     """
-    locale, _created = Locale.objects.get_or_create(
-        language_code=get_supported_content_language_variant(settings.LANGUAGE_CODE)
-    )
-    root = Page.get_first_root_node()
-    if root is None:
-        root = Page.add_root(instance=Page(title="Root", slug="root", locale=locale))
-    Site.objects.all().delete()
-    for child in root.get_children():
-        child.delete()
-    root.refresh_from_db()
-    page = root.add_child(
-        instance=LandingPage(
+    return site_root_install(
+        LandingPage(
             title="Launch checklist",
             slug="launch-checklist",
             body=[
@@ -82,14 +70,6 @@ def _landing_page_install(magnet: LeadMagnet) -> LandingPage:
             ],
         )
     )
-    Site.objects.create(
-        hostname="localhost",
-        port=80,
-        site_name=settings.WAGTAIL_SITE_NAME,
-        root_page=page,
-        is_default_site=True,
-    )
-    return page
 
 
 def test_visitor_signs_up_confirms_by_email_and_downloads_the_magnet(

@@ -3,9 +3,9 @@ page (the site root) with one opt-in form."""
 
 import pytest
 from django.core.files.base import ContentFile
-from wagtail.models import Page, Site
 
 from funnels.models import LandingPage, LeadMagnet
+from tests.harness.wagtail_pages import site_root_install
 
 MINIMAL_PDF = (
     b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
@@ -38,35 +38,30 @@ def magnet(protected_dir):
 def make_landing_page(
     magnet, *, double_opt_in=True, tags="checklist, launch", title="Free checklist"
 ):
-    root = Page.get_first_root_node()
-    page = LandingPage(
-        title=title,
-        slug=title.lower().replace(" ", "-"),
-        body=[
-            ("hero", {"headline": "Launch without the panic", "subheadline": "A one-page plan."}),
-            (
-                "optin_form",
-                {
-                    "heading": "Get the checklist",
-                    "magnet": magnet,
-                    "ask_name": True,
-                    "button_label": "Send it",
-                    "consent_text": "Send me the checklist and weekly tips. Unsubscribe any time.",
-                    "double_opt_in": double_opt_in,
-                    "tags": tags,
-                },
-            ),
-        ],
+    return site_root_install(
+        LandingPage(
+            title=title,
+            slug=title.lower().replace(" ", "-"),
+            body=[
+                (
+                    "hero",
+                    {"headline": "Launch without the panic", "subheadline": "A one-page plan."},
+                ),
+                (
+                    "optin_form",
+                    {
+                        "heading": "Get the checklist",
+                        "magnet": magnet,
+                        "ask_name": True,
+                        "button_label": "Send it",
+                        "consent_text": "Send me the checklist and weekly tips. Unsubscribe any time.",
+                        "double_opt_in": double_opt_in,
+                        "tags": tags,
+                    },
+                ),
+            ],
+        )
     )
-    root.add_child(instance=page)
-    page.save_revision().publish()
-    site = Site.objects.filter(is_default_site=True).first()
-    if site is None:
-        Site.objects.create(hostname="localhost", port=80, root_page=page, is_default_site=True)
-    else:
-        site.root_page = page
-        site.save()
-    return LandingPage.objects.get(pk=page.pk)
 
 
 @pytest.fixture
@@ -77,13 +72,3 @@ def landing_page(magnet):
 @pytest.fixture
 def form_id(landing_page):
     return next(iter(landing_page.optin_forms()))
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rate_limits():
-    # Rate-limit counters live in the cache; one test's posts must not throttle the next.
-    from django.core.cache import cache
-
-    cache.clear()
-    yield
-    cache.clear()

@@ -1,0 +1,97 @@
+"""A real Celery worker subprocess on Redis, and the in-process app pointed at the same queue."""
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from .processes import ServerProcess, running, venv_bin
+
+START_TIMEOUT = 30
+
+
+@dataclass(frozen=True)
+class Broker:
+    url: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    node: str
+    queue: str
+    broker_url: str
+    log_path: Path
+    server: ServerProcess
+
+
+def _forget_broker_connections(app) -> None:
+    # The app caches its connection pool and its queue routing (app.amqp) on first
+    # use; drop them so the next publish reads the configuration we just set.
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.__dict__.pop("amqp", None)
+
+
+@contextlib.contextmanager
+def app_publishing_to(app, broker: Broker) -> Iterator[None]:
+    """Point the in-process Celery app at `broker`; put the old settings back afterwards.
+
+    The app read Django settings once at import (config_from_object), so overriding the
+    Django settings would not reach it.
+    """
+    names = ("broker_url", "broker_transport_options", "task_default_queue")
+    previous = {name: app.conf[name] for name in names}
+    app.conf.update(
+        broker_url=broker.url,
+        broker_transport_options={"visibility_timeout": 3600},
+        task_default_queue=broker.queue,
+    )
+    _forget_broker_connections(app)
+    try:
+        yield
+    finally:
+        app.conf.update(previous)
+        _forget_broker_connections(app)
+        with contextlib.suppress(redis.RedisError):
+            client = redis.Redis.from_url(broker.url, socket_timeout=2)
+            client.delete(broker.queue, f"_kombu.binding.{broker.queue}")
+            client.close()
+
+
+@contextlib.contextmanager
+def celery_worker_running(
+    *, app, broker: Broker, env: dict[str, str], log_path: Path
+) -> Iterator[CeleryWorker]:
+    node = f"{broker.queue}@pytest"
+    argv = [
+        venv_bin("celery"),
+        "-A",
+        "config",
+        "worker",
+        "-P",
+        "solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        broker.queue,
+        "-n",
+        node,
+        "--loglevel=INFO",
+    ]
+    server = ServerProcess(
+        name="Celery worker", fixture="celery_worker", argv=argv, log_path=log_path, env=env
+    )
+    with running(server):
+        server.wait_ready(
+            lambda: app.control.ping(destination=[node], timeout=0.5),
+            timeout=START_TIMEOUT,
+            what=f"worker {node} to answer a ping",
+        )
+        yield CeleryWorker(
+            node=node, queue=broker.queue, broker_url=broker.url, log_path=log_path, server=server
+        )

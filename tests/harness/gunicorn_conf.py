@@ -1,0 +1,15 @@
+"""gunicorn settings for the harness's web server (passed with -c).
+
+The master runs under `setpriv --pdeathsig`, but that does not pass on to the workers it
+forks: they would linger until they notice the master is gone. Give them the same
+signal, so a killed test session leaves no worker behind.
+"""
+
+import ctypes
+import signal
+
+PR_SET_PDEATHSIG = 1
+
+
+def post_fork(server, worker):
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
