@@ -109,3 +109,20 @@ def test_a_get_to_the_subscribe_url_goes_back_to_the_page(client, landing_page, 
 
     assert response.status_code == 302
     assert response.url == landing_page.url
+
+
+def test_rate_limit_allows_no_second_burst_at_a_window_boundary(monkeypatch):
+    from funnels import ratelimit
+
+    clock = [6000.0 + 59.5]  # half a second before a minute boundary
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    first_burst = [ratelimit.hit("t", "203.0.113.1", limit=10, window=60) for _ in range(10)]
+    clock[0] += 1.0  # just past the boundary: a fixed window would start counting afresh
+
+    second_burst = [ratelimit.hit("t", "203.0.113.1", limit=10, window=60) for _ in range(10)]
+    clock[0] += 120  # two quiet minutes later
+    after_a_pause = ratelimit.hit("t", "203.0.113.1", limit=10, window=60)
+
+    assert first_burst == [True] * 10
+    assert second_burst == [False] * 10
+    assert after_a_pause is True
