@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 ## make run: the demo on SQLite, local files and a folder broker — no server needed.
+run: export LODESTONE_SITE_URL ?= http://127.0.0.1:$(PORT)
 run: $(STAMP)
 	@mkdir -p var/celery/queue var/celery/processed var/celery/control var/mail var/protected var/media
 	$(BIN)/python manage.py migrate --noinput

@@ -100,9 +100,11 @@ def clean_time_zone(value: str) -> str:
 # --- Links ---------------------------------------------------------------------------------
 
 
-def signed_link(view_name: str, payload: dict) -> str:
+def signed_link(view_name: str, payload: dict, *, absolute: bool = True) -> str:
+    """A link carrying a signed payload; absolute for emails, a path for our own pages."""
     token = signing.dumps(payload, salt=f"{LINK_SALT}:{view_name}", compress=True)
-    return settings.SITE_URL + reverse(view_name, kwargs={"token": token})
+    path = reverse(view_name, kwargs={"token": token})
+    return settings.SITE_URL + path if absolute else path
 
 
 def open_signed_link(view_name: str, token: str, *, max_age: timedelta | None = None) -> dict:
@@ -191,10 +193,13 @@ def _fill(template: str, **values: str) -> str:
         return template
 
 
-def magnet_download_url(subscriber: Subscriber, magnet: LeadMagnet) -> str:
+def magnet_download_url(
+    subscriber: Subscriber, magnet: LeadMagnet, *, absolute: bool = True
+) -> str:
     return signed_link(
         "funnels:download",
         {"s": subscriber.pk, "m": magnet.pk, "e": email_hash(subscriber.email)[:16]},
+        absolute=absolute,
     )
 
 

@@ -110,7 +110,12 @@ def confirm(request, token: str):
     """GET shows a button (mail scanners follow links; they must not confirm anyone);
     the page submits it by itself when JavaScript runs. POST confirms."""
     if request.method == "GET":
-        if problem := selectors.confirm_token_problem(token):
+        problem = selectors.confirm_token_problem(token)
+        if isinstance(problem, exceptions.TokenUsed):
+            return render(
+                request, "funnels/confirmed.html", {"already": True, "message": problem.message}
+            )
+        if problem:
             return _token_error(request, problem)
         return render(request, "funnels/confirm.html", {"token": token})
     try:
@@ -122,7 +127,9 @@ def confirm(request, token: str):
     except exceptions.FunnelError as error:
         return _token_error(request, error)
     download_url = (
-        services.magnet_download_url(result.subscriber, result.magnet) if result.magnet else None
+        services.magnet_download_url(result.subscriber, result.magnet, absolute=False)
+        if result.magnet
+        else None
     )
     return render(
         request,
