@@ -39,6 +39,7 @@ init = function(args)
   body_prefix = args[1]
   csrf_cookie = args[2]
   csrf_token = args[3]
+  referer = args[4]
 end
 request = function()
   counter = counter + 1
@@ -49,7 +50,8 @@ request = function()
     ["Accept"] = "application/json",
     ["Cookie"] = "csrftoken=" .. csrf_cookie,
     ["X-CSRFToken"] = csrf_token,
-    ["Referer"] = "http://127.0.0.1/",
+    ["Referer"] = referer,
+    ["X-Forwarded-Proto"] = "https",
   }, body)
 end
 done = function(summary, latency, requests)
@@ -144,7 +146,13 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lodestone-bench-"))
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        # Production settings, as a real launch runs them (HTTPS redirect off: plain loopback).
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SECRET_KEY": "benchmark-only-" + "x" * 48,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SECURE_SSL_REDIRECT": "false",
+        "LODESTONE_TRUSTED_PROXY_COUNT": "0",
+        "DJANGO_STATIC_ROOT": str(tmp / "static"),
         "DATABASE_URL": f"{PG}/{DB_NAME}",
         "LODESTONE_VAR_DIR": str(tmp),
         "LODESTONE_OPTIN_IP_LIMITS": "100000000/60",
@@ -160,6 +168,7 @@ def main() -> int:
     server = None
     try:
         manage(env, "migrate", "--noinput")
+        manage(env, "collectstatic", "--noinput")
         form_id = re.search(r"FORM (\S+)", manage(env, "shell", input_text=SETUP).stdout).group(1)
         port = free_port()
         server = subprocess.Popen(
@@ -207,6 +216,7 @@ def main() -> int:
             body,
             csrf_cookie,
             csrf_cookie,
+            f"https://127.0.0.1:{port}/",
         )
         count = subprocess.run(
             ["psql", f"{PG}/{DB_NAME}", "-tAc", "SELECT count(*) FROM funnels_subscriber"],

@@ -114,6 +114,8 @@ class OutboundEmail(models.Model):
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed")
 
+    wagtail_reference_index_ignore = True
+
     kind = models.CharField(max_length=64, db_index=True)
     to = models.EmailField(max_length=254)
     from_email = models.CharField(max_length=320, blank=True)

@@ -1,4 +1,5 @@
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,11 +19,24 @@ STALE_SENDING_AFTER = timedelta(minutes=15)
 STALE_QUEUED_AFTER = timedelta(minutes=2)
 
 
+_brand_cache: dict = {}
+BRAND_CACHE_SECONDS = 10
+
+
 def brand_settings() -> BrandSettings:
+    """The default site's brand and sender. Read on every email, so kept in memory for a
+    few seconds; a save in the admin clears it here and reaches other processes in 10 s."""
+    cached = _brand_cache.get("brand")
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
     site = Site.objects.filter(is_default_site=True).first() or Site.objects.first()
-    if site is None:
-        return BrandSettings()
-    return BrandSettings.for_site(site)
+    brand = BrandSettings.for_site(site) if site else BrandSettings()
+    _brand_cache["brand"] = (time.monotonic() + BRAND_CACHE_SECONDS, brand)
+    return brand
+
+
+def brand_settings_forget(**kwargs) -> None:
+    _brand_cache.clear()
 
 
 def default_from_email() -> str:

@@ -11,9 +11,7 @@ from django.db.models.functions import Lower
 from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from modelcluster.contrib.taggit import ClusterTaggableManager
-from modelcluster.fields import ParentalKey
-from modelcluster.models import ClusterableModel
+from taggit.managers import TaggableManager
 from taggit.models import TaggedItemBase
 from wagtail.admin.panels import FieldPanel, MultiFieldPanel
 from wagtail.contrib.routable_page.models import RoutablePageMixin, path, re_path
@@ -86,12 +84,16 @@ class LeadMagnet(index.Indexed, models.Model):
 
 
 class SubscriberTag(TaggedItemBase):
-    content_object = ParentalKey(
+    content_object = models.ForeignKey(
         "funnels.Subscriber", related_name="tagged_items", on_delete=models.CASCADE
     )
+    # Plain data rows: Wagtail's reference index has nothing to learn from them.
+    wagtail_reference_index_ignore = True
 
 
-class Subscriber(ClusterableModel):
+class Subscriber(models.Model):
+    wagtail_reference_index_ignore = True
+
     class Status(models.TextChoices):
         PENDING = "pending", _("Pending confirmation")
         CONFIRMED = "confirmed", _("Confirmed")
@@ -105,7 +107,7 @@ class Subscriber(ClusterableModel):
     name = models.CharField(max_length=150, blank=True)
     time_zone = models.CharField(max_length=64, validators=[validate_time_zone])
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    tags = ClusterTaggableManager(through=SubscriberTag, blank=True)
+    tags = TaggableManager(through=SubscriberTag, blank=True)
     first_touch = models.ForeignKey(
         "funnels.Touch", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -137,6 +139,8 @@ class Subscriber(ClusterableModel):
 class Touch(models.Model):
     """One arrival through a form: where from. Append-only; first and last touch point here."""
 
+    wagtail_reference_index_ignore = True
+
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="touches")
     landing_page = models.ForeignKey(
         "funnels.LandingPage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -163,6 +167,8 @@ class ConsentRecord(models.Model):
     Append-only: on PostgreSQL a trigger (migration 0002) refuses UPDATE; rows are
     deleted only by an erasure request, which leaves a Suppression behind.
     """
+
+    wagtail_reference_index_ignore = True
 
     class Action(models.TextChoices):
         GRANTED = "granted", _("Consent given")
@@ -196,6 +202,8 @@ class SubscriberToken(models.Model):
     Only a SHA-256 of the secret is stored; the secret itself travels in the email.
     """
 
+    wagtail_reference_index_ignore = True
+
     class Purpose(models.TextChoices):
         CONFIRM = "confirm", _("Confirm subscription")
 
@@ -217,6 +225,8 @@ class SubscriberToken(models.Model):
 class MagnetDelivery(models.Model):
     """Every lead-magnet download handed out: who, which file, when, from where."""
 
+    wagtail_reference_index_ignore = True
+
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="deliveries")
     magnet = models.ForeignKey(LeadMagnet, on_delete=models.CASCADE, related_name="deliveries")
@@ -235,6 +245,8 @@ class MagnetDelivery(models.Model):
 class Suppression(models.Model):
     """An erased or blocked address, kept only as a keyed hash so it is never mailed again."""
 
+    wagtail_reference_index_ignore = True
+
     email_hash = models.CharField(max_length=64, unique=True)
     reason = models.CharField(max_length=32)
     created_at = models.DateTimeField(default=timezone.now)
@@ -245,6 +257,8 @@ class Suppression(models.Model):
 
 class PageVisitDay(models.Model):
     """Landing-page visits per day, counted by a beacon so cached pages count too."""
+
+    wagtail_reference_index_ignore = True
 
     landing_page = models.ForeignKey(
         "funnels.LandingPage", on_delete=models.CASCADE, related_name="+"

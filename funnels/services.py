@@ -307,10 +307,9 @@ def optin_submit(
     )
     subscriber.first_touch = subscriber.first_touch or touch
     subscriber.last_touch = touch
-    subscriber.save()
+    subscriber.save(update_fields=["name", "time_zone", "first_touch", "last_touch"])
     if tags := _tags_from(form.get("tags", "")):
         subscriber.tags.add(*tags)
-        subscriber.save()
 
     ConsentRecord.objects.create(
         subscriber=subscriber,
