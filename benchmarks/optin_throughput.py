@@ -108,7 +108,7 @@ root.add_child(instance=page)
 page.save_revision().publish()
 Site.objects.all().delete()
 Site.objects.create(hostname="127.0.0.1", port=80, root_page=page, is_default_site=True)
-print("FORM", next(iter(page.optin_forms())))
+print("FORM", page.pk, next(iter(page.optin_forms())))
 """
 
 
@@ -169,7 +169,9 @@ def main() -> int:
     try:
         manage(env, "migrate", "--noinput")
         manage(env, "collectstatic", "--noinput")
-        form_id = re.search(r"FORM (\S+)", manage(env, "shell", input_text=SETUP).stdout).group(1)
+        page_id, form_id = re.search(
+            r"FORM (\d+) (\S+)", manage(env, "shell", input_text=SETUP).stdout
+        ).groups()
         port = free_port()
         server = subprocess.Popen(
             [
@@ -209,7 +211,7 @@ def main() -> int:
 
         baseline = run_wrk(base + "/healthz", opts.seconds, opts.connections, str(tmp / "get.lua"))
         optin = run_wrk(
-            f"{base}/subscribe/{form_id}/",
+            f"{base}/f/subscribe/{page_id}/{form_id}/",
             opts.seconds,
             opts.connections,
             str(tmp / "post.lua"),

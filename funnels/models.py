@@ -8,13 +8,12 @@ import uuid
 
 from django.db import models
 from django.db.models.functions import Lower
-from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from taggit.managers import TaggableManager
 from taggit.models import TaggedItemBase
 from wagtail.admin.panels import FieldPanel, MultiFieldPanel
-from wagtail.contrib.routable_page.models import RoutablePageMixin, path, re_path
+from wagtail.contrib.routable_page.models import RoutablePageMixin, path
 from wagtail.fields import RichTextField, StreamField
 from wagtail.models import Page
 from wagtail.search import index
@@ -310,14 +309,6 @@ class LandingPage(RoutablePageMixin, Page):
             optin_bound_form=None,
         )
         return context
-
-    @re_path(r"^subscribe/(?P<form_id>[0-9a-f-]{36})/$", name="optin_submit")
-    def optin_submit(self, request, form_id):
-        from .views import optin_submit
-
-        if request.method != "POST":
-            return redirect(self.url)
-        return optin_submit(request, self, form_id)
 
     @path("thanks/", name="optin_thanks")
     def optin_thanks(self, request):

@@ -107,7 +107,8 @@ def test_visitor_signs_up_confirms_by_email_and_downloads_the_magnet(
     # then the page confirms them by itself and offers the download
     expect(page.get_by_role("heading", level=1)).to_have_text("Thank you, Leila!")
     link = page.get_by_role("link", name="Download your copy")
-    expect(link).to_have_attribute("href", re.compile(rf"^{re.escape(web_server.url)}/f/download/"))
+    # A path on our own site: the page works on whatever host and port serves it.
+    expect(link).to_have_attribute("href", re.compile(r"^/f/download/"))
     with page.expect_download() as download_info:
         link.click()
     download = download_info.value

@@ -5,6 +5,7 @@ import time
 import pytest
 from django.core import signing
 from django.test import Client
+from django.urls import reverse
 
 from funnels.forms import RENDERED_SALT
 from funnels.models import Subscriber
@@ -24,7 +25,7 @@ def form_data(email="bot@lodestone-mail.fi", **overrides):
 
 
 def subscribe_url(page, form_id):
-    return page.url + page.reverse_subpage("optin_submit", kwargs={"form_id": form_id})
+    return reverse("funnels:subscribe", args=[page.pk, form_id])
 
 
 def test_a_thousand_posts_from_one_ip_store_only_the_first_few(client, landing_page, form_id):

@@ -11,6 +11,7 @@ import pytest
 from bs4 import BeautifulSoup
 from django.core import signing
 from django.core.files.images import ImageFile
+from django.urls import reverse
 from django.utils import timezone
 from PIL import Image as PillowImage
 from wagtail.embeds.embeds import get_embed_hash
@@ -162,7 +163,7 @@ def form_id(landing_page) -> str:
 
 
 def _subscribe_path(page: LandingPage, form_id: str) -> str:
-    return page.url + page.reverse_subpage("optin_submit", kwargs={"form_id": form_id})
+    return reverse("funnels:subscribe", args=[page.pk, form_id])
 
 
 def _soup(response) -> BeautifulSoup:
