@@ -14,6 +14,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("protected/", include("media.urls")),
     path("f/", include("funnels.urls")),
+    path("pay/", include("payments.urls")),
     path("healthz", core_views.healthz, name="healthz"),
 ]
 

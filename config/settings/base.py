@@ -287,6 +287,9 @@ STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
 # Only for tests and self-hosted stand-ins; empty means Stripe's own API.
 STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="")
+# Seconds a Stripe call may take (a buyer is waiting); network retries per call.
+STRIPE_TIMEOUT = env.float("STRIPE_TIMEOUT", default=20)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 MAILCHIMP_API_KEY = env.str("MAILCHIMP_API_KEY", default="")
 MAILCHIMP_SERVER_PREFIX = env.str(
     "MAILCHIMP_SERVER_PREFIX",
@@ -338,6 +341,11 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-emails": {"task": "core.tasks.requeue_stale_emails", "schedule": 120.0},
+    # Catches webhooks Stripe never delivered (or we never stored): last 3 days, hourly.
+    "stripe-reconcile-recent": {
+        "task": "payments.tasks.stripe_reconcile_recent",
+        "schedule": 3600.0,
+    },
 }
 
 # Wagtail's live preview shows the page in a same-origin iframe, so frames stay

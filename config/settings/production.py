@@ -24,6 +24,10 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[])
 if not ALLOWED_HOSTS:
     _required("DJANGO_ALLOWED_HOSTS")
 _required("DATABASE_URL")
+if env.str("STRIPE_SECRET_KEY", default=""):
+    # Without the signing secret every webhook would be refused and no order fulfilled
+    # unless the buyer returned to the success page.
+    _required("STRIPE_WEBHOOK_SECRET")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
