@@ -8,10 +8,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from playwright.sync_api import expect
 
+from accounts.models import User
 from funnels.forms import MIN_SECONDS_TO_SUBMIT
 from funnels.models import (
     ConsentRecord,
@@ -147,3 +149,19 @@ def test_visitor_signs_up_confirms_by_email_and_downloads_the_magnet(
         what="the landing page's visit beacon to be counted",
     )
     assert visits.visits == 1
+
+    # and the creator, logged into the admin, sees the conversion on the funnel report
+    creator = User.objects.create_user(
+        "maya@lodestone-creator.fi", "a long creator pass phrase", is_staff=True, is_superuser=True
+    )
+    EmailAddress.objects.create(user=creator, email=creator.email, verified=True, primary=True)
+    page.goto(f"{web_server.url}/admin/")
+    page.get_by_label("Email").fill(creator.email)
+    page.get_by_label("Password").fill("a long creator pass phrase")
+    page.get_by_role("button", name=re.compile("Sign in", re.I)).click()
+    page.goto(f"{web_server.url}/admin/funnel-performance/")
+    row = page.get_by_role("row").filter(has_text="Launch checklist")
+    expect(row).to_contain_text("100.0%")  # one visit, one opt-in: all of them converted
+    cells = [c.strip() for c in row.get_by_role("cell").all_inner_texts()]
+    # visits, opt-ins, opt-in rate, confirmations, confirmation rate
+    assert cells == ["1", "1", "100.0%", "1", "100.0%"]
