@@ -2,25 +2,15 @@ from django.utils.translation import gettext_lazy as _
 from wagtail import hooks
 from wagtail.admin.ui.tables import Column, DateColumn
 from wagtail.admin.viewsets.model import ModelViewSet
-from wagtail.permission_policies import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
 
 from .models import OutboundEmail
+from .permissions import RefusingPolicy
 
-
-class ViewOnlyPolicy(ModelPermissionPolicy):
-    """Creators may look at the outbox; rows change only through the sending tasks."""
-
-    def user_has_permission(self, user, action):
-        if action in {"add", "change", "delete"}:
-            return False
-        return super().user_has_permission(user, action)
-
-    def user_has_any_permission(self, user, actions):
-        return any(self.user_has_permission(user, action) for action in actions)
-
-
-register_permission_policy(OutboundEmail, ViewOnlyPolicy(OutboundEmail))
+# Creators may look at the outbox; rows change only through the sending tasks.
+register_permission_policy(
+    OutboundEmail, RefusingPolicy(OutboundEmail, refused={"add", "change", "delete"})
+)
 
 
 class OutboundEmailViewSet(ModelViewSet):

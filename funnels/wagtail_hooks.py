@@ -7,12 +7,12 @@ from wagtail.admin.panels import FieldPanel
 from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
 from wagtail.admin.viewsets.base import ViewSet
 from wagtail.admin.viewsets.model import ModelViewSet
-from wagtail.permission_policies import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
 from wagtail.snippets.models import register_snippet
 from wagtail.snippets.views.snippets import SnippetViewSet
 
 from core.models import TIME_ZONE_CHOICES
+from core.permissions import RefusingPolicy
 
 from . import admin_views
 from .models import LeadMagnet, Subscriber
@@ -41,19 +41,8 @@ class LeadMagnetSnippetViewSet(SnippetViewSet):
 register_snippet(LeadMagnetSnippetViewSet)
 
 
-class NoAddPolicy(ModelPermissionPolicy):
-    """Subscribers arrive through opt-in forms only; the admin never creates one."""
-
-    def user_has_permission(self, user, action):
-        if action == "add":
-            return False
-        return super().user_has_permission(user, action)
-
-    def user_has_any_permission(self, user, actions):
-        return any(self.user_has_permission(user, action) for action in actions)
-
-
-register_permission_policy(Subscriber, NoAddPolicy(Subscriber))
+# Subscribers arrive through opt-in forms only; the admin never creates one.
+register_permission_policy(Subscriber, RefusingPolicy(Subscriber, refused={"add"}))
 
 
 class SubscriberViewSet(ModelViewSet):
