@@ -45,6 +45,11 @@ class Command(BaseCommand):
                     if facts.get("landing_page_url")
                     else ""
                 )
+                + (
+                    f"  Course:                        {url.rstrip('/')}{facts['course_url']}\n"
+                    if facts.get("course_url")
+                    else ""
+                )
                 + f"  Log in as:                     {facts.get('creator_email')}\n"
                 f"  Password:                      {facts.get('creator_password')}\n"
                 f"  Emails are written to:         {mail_dir}\n"
