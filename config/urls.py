@@ -15,6 +15,7 @@ urlpatterns = [
     path("protected/", include("media.urls")),
     path("f/", include("funnels.urls")),
     path("pay/", include("payments.urls")),
+    path("learn/", include("courses.urls")),
     path("healthz", core_views.healthz, name="healthz"),
 ]
 

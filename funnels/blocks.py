@@ -1,10 +1,17 @@
 """StreamField blocks a creator arranges into a landing page."""
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from wagtail import blocks
 from wagtail.embeds.blocks import EmbedBlock
 from wagtail.images.blocks import ImageChooserBlock
 from wagtail.snippets.blocks import SnippetChooserBlock
+
+if TYPE_CHECKING:
+    from payments.models import Offer, Price
 
 RICH = ["bold", "italic", "link", "ol", "ul", "h2", "h3"]
 
@@ -98,6 +105,11 @@ class OptInFormBlock(blocks.StructBlock):
     tags = blocks.CharBlock(
         required=False, help_text=_("Comma-separated tags applied to new sign-ups.")
     )
+    sequence = SnippetChooserBlock(
+        "funnels.Sequence",
+        required=False,
+        help_text=_("Email sequence that starts when a sign-up confirms their address."),
+    )
 
     class Meta:
         icon = "mail"
@@ -126,6 +138,67 @@ class AuthorBioBlock(blocks.StructBlock):
         template = "funnels/blocks/author_bio.html"
 
 
+@dataclass(frozen=True)
+class BuyBox:
+    """What a buy button shows: an offer that can be bought now, and how to pay for it."""
+
+    offer: "Offer"
+    prices: list["Price"]
+    # One price and no order bump: the button posts straight to Stripe Checkout. Otherwise
+    # it opens the offer's buy page, where the buyer picks a price or ticks the bump.
+    direct: bool
+    test_checkout: bool
+
+
+def buy_box(offer: "Offer | None") -> BuyBox | None:
+    """The buy box for ``offer``, or None when it cannot be bought (unpublished, no active
+    price, no product). Product pages build theirs with this too and include
+    ``funnels/blocks/buy_button.html`` with ``buy`` and a ``value`` holding headline, text
+    and button_label."""
+    from payments import exceptions, selectors
+
+    if offer is None:
+        return None
+    try:
+        offer = selectors.offer_for_checkout(slug=offer.slug)
+    except exceptions.OfferUnavailable:
+        return None
+    prices = selectors.checkout_prices(offer)
+    return BuyBox(
+        offer=offer,
+        prices=prices,
+        direct=len(prices) == 1 and selectors.bump_price_for(offer, prices[0]) is None,
+        test_checkout=is_test_checkout(),
+    )
+
+
+def is_test_checkout() -> bool:
+    """True when no real money can move: a Stripe stand-in (STRIPE_API_BASE) or Stripe's
+    own test mode (an sk_test_/rk_test_ key)."""
+    key = settings.STRIPE_SECRET_KEY or ""
+    return bool(settings.STRIPE_API_BASE) or key.startswith(("sk_test_", "rk_test_"))
+
+
+class BuyButtonBlock(blocks.StructBlock):
+    offer = SnippetChooserBlock(
+        "payments.Offer",
+        help_text=_("Only a published offer with an active price shows a button."),
+    )
+    headline = blocks.CharBlock(max_length=120)
+    text = blocks.TextBlock(required=False, max_length=400)
+    button_label = blocks.CharBlock(default="Buy now", max_length=40)
+
+    class Meta:
+        icon = "tag"
+        label = _("Buy button")
+        template = "funnels/blocks/buy_button.html"
+
+    def get_context(self, value, parent_context=None):
+        context = super().get_context(value, parent_context=parent_context)
+        context["buy"] = buy_box(value.get("offer"))
+        return context
+
+
 class LandingPageBlocks(blocks.StreamBlock):
     hero = HeroBlock()
     rich_text = blocks.RichTextBlock(features=RICH, template="funnels/blocks/rich_text.html")
@@ -136,3 +209,4 @@ class LandingPageBlocks(blocks.StreamBlock):
     optin_form = OptInFormBlock()
     cta = CallToActionBlock()
     author_bio = AuthorBioBlock()
+    buy_button = BuyButtonBlock()

@@ -168,5 +168,8 @@ def load(*, stdout) -> dict:
         home.call_to_action_label = "Get the free checklist"
         home.call_to_action_page = pages["launch-checklist"]
         home.save_revision().publish()
+    from . import demo_sequences
+
+    demo_sequences.load(stdout=stdout)
     stdout.write(f"  landing pages: {', '.join(p.url for p in pages.values())}")
     return {"landing_page_url": pages["launch-checklist"].url}

@@ -313,3 +313,6 @@ class LandingPage(RoutablePageMixin, Page):
     @path("thanks/", name="optin_thanks")
     def optin_thanks(self, request):
         return self.render(request, template="funnels/optin_thanks.html")
+
+
+from .models_sequences import *  # noqa: E402,F403

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.http import HttpResponseBase
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -35,6 +36,7 @@ from .models import (
     Suppression,
     Touch,
 )
+from .sequences import services as sequences
 
 CONFIRM_TOKEN_LIFETIME = timedelta(days=7)
 DOWNLOAD_LINK_MAX_AGE = timedelta(days=30)
@@ -362,6 +364,7 @@ def _confirm(*, subscriber: Subscriber, landing_page, form_id: str, visitor: Vis
         user_agent=(visitor.user_agent or "")[:500],
     )
     audience_sync_subscriber.delay_on_commit(subscriber.pk)
+    sequences.enrol_on_confirm(subscriber=subscriber, landing_page=landing_page, form_id=form_id)
 
 
 @dataclass
@@ -409,17 +412,32 @@ def subscriber_confirm(*, token: str, visitor: Visitor) -> Confirmation:
 
 
 @transaction.atomic
-def magnet_download(*, token: str, visitor: Visitor) -> tuple[MagnetDelivery, str]:
-    """Record a download and return a short-lived URL to the protected file."""
-    from media.delivery import protected_url
+def magnet_download(
+    *, token: str, visitor: Visitor, request=None
+) -> tuple[MagnetDelivery, HttpResponseBase]:
+    """Record a download and return the response that streams the subscriber's stamped copy.
+
+    Raises media.exceptions.DeliveryError (download limit reached, store unreachable, file
+    not deliverable) with a message for the subscriber.
+    """
+    from media.downloads import download_deliver
 
     data = open_signed_link("funnels:download", token, max_age=DOWNLOAD_LINK_MAX_AGE)
     subscriber = Subscriber.objects.filter(pk=data.get("s")).first()
     magnet = LeadMagnet.objects.filter(pk=data.get("m")).first()
     if subscriber is None or magnet is None or email_hash(subscriber.email)[:16] != data.get("e"):
         raise exceptions.TokenInvalid("This download is no longer available.")
-    # Seam for per-subscriber stamping (media.stamping): it will return the stamped copy's name.
     file_name = magnet.file.name
+    # Stamped with the subscriber's name and email, and recorded in media's ledger.
+    response = download_deliver(
+        source_name=file_name,
+        user=None,
+        subscriber_email=subscriber.email,
+        recipient_name=subscriber.name,
+        order_reference="",
+        filename=magnet.filename,
+        request=request,
+    )
     delivery = MagnetDelivery.objects.create(
         subscriber=subscriber,
         magnet=magnet,
@@ -427,7 +445,7 @@ def magnet_download(*, token: str, visitor: Visitor) -> tuple[MagnetDelivery, st
         ip_address=visitor.ip_address,
         user_agent=(visitor.user_agent or "")[:500],
     )
-    return delivery, protected_url(name=file_name, user_id=None, filename=magnet.filename)
+    return delivery, response
 
 
 # --- Leaving ----------------------------------------------------------------------------------
@@ -453,6 +471,7 @@ def subscriber_unsubscribe(*, subscriber: Subscriber, visitor: Visitor, source: 
         user_agent=(visitor.user_agent or "")[:500],
     )
     audience_sync_subscriber.delay_on_commit(subscriber.pk)
+    sequences.subscriber_left(subscriber=subscriber, reason="unsubscribed")
     return True
 
 

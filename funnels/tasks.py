@@ -67,3 +67,6 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
         audience_synced_at=timezone.now(), audience_sync_error=""
     )
     return batch_id
+
+
+from . import tasks_sequences  # noqa: E402,F401

@@ -158,11 +158,24 @@ def confirm(request, token: str):
 
 @never_cache
 def download(request, token: str):
+    from media.downloads import http_status
+    from media.exceptions import DeliveryError
+
     try:
-        _delivery, url = services.magnet_download(token=token, visitor=visitor_from(request))
+        _delivery, response = services.magnet_download(
+            token=token, visitor=visitor_from(request), request=request
+        )
     except exceptions.FunnelError as error:
         return _token_error(request, error, status=403)
-    return redirect(url)
+    except DeliveryError as error:
+        status = http_status(error)
+        problem = render(
+            request, "funnels/link_problem.html", {"message": str(error)}, status=status
+        )
+        if status == 503:
+            problem["Retry-After"] = "60"
+        return problem
+    return response
 
 
 @csrf_exempt  # RFC 8058 one-click: mail providers POST without our CSRF token; the link is the key.

@@ -168,3 +168,6 @@ def register_chart_icon(icons):
 def add_funnel_summary_panel(request, panels):
     if admin_views.can_see_subscribers(request.user):
         panels.append(admin_views.FunnelSummaryPanel(request))
+
+
+from . import wagtail_hooks_sequences  # noqa: E402,F401

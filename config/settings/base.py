@@ -176,6 +176,11 @@ PROTECTED_MEDIA_ROOT = Path(env.str("LODESTONE_PROTECTED_ROOT", default=str(VAR_
 PROTECTED_URL_MAX_AGE = env.int("LODESTONE_PROTECTED_URL_MAX_AGE", default=300)
 # "django" streams the file from Python (the demo); "nginx" hands it to nginx with
 # X-Accel-Redirect under PROTECTED_ACCEL_PREFIX (an `internal` location).
+# Stamped downloads: how often one buyer may download one file, and whether a file that
+# cannot be stamped (corrupt, encrypted) may go out unstamped.
+DOWNLOAD_LIMIT_COUNT = env.int("LODESTONE_DOWNLOAD_LIMIT_COUNT", default=5)  # 0: no limit
+DOWNLOAD_LIMIT_WINDOW_DAYS = env.int("LODESTONE_DOWNLOAD_LIMIT_WINDOW_DAYS", default=30)
+DOWNLOAD_ALLOW_UNSTAMPED = env.bool("LODESTONE_DOWNLOAD_ALLOW_UNSTAMPED", default=False)
 PROTECTED_SERVE_METHOD = env.str("LODESTONE_PROTECTED_SERVE", default="django")
 PROTECTED_ACCEL_PREFIX = "/_protected/"
 
@@ -310,6 +315,20 @@ def _limits(value: str) -> tuple[tuple[int, int], ...]:
 FUNNELS_OPTIN_IP_LIMITS = _limits(env.str("LODESTONE_OPTIN_IP_LIMITS", default="10/60,60/3600"))
 FUNNELS_OPTIN_EMAIL_LIMIT = _limits(env.str("LODESTONE_OPTIN_EMAIL_LIMIT", default="5/3600"))[0]
 
+# --- Drip sequences ----------------------------------------------------------------------
+DRIP_RATE_PER_MINUTE = env.int("LODESTONE_DRIP_RATE_PER_MINUTE", default=3000)
+DRIP_DOMAIN_RATE_PER_MINUTE = env.int("LODESTONE_DRIP_DOMAIN_RATE_PER_MINUTE", default=600)
+DRIP_WARMUP_PER_HOUR = env.int("LODESTONE_DRIP_WARMUP_PER_HOUR", default=500)  # 0 = off
+DRIP_WARMUP_FACTOR = env.float("LODESTONE_DRIP_WARMUP_FACTOR", default=2.0)
+DRIP_UNSUBSCRIBE_MAILTO = env.str("LODESTONE_UNSUBSCRIBE_MAILTO", default="")
+# Postmark webhooks at /f/esp/postmark/tracking/ and /f/esp/postmark/inbound/ (basic auth).
+ANYMAIL = {"WEBHOOK_SECRET": env.str("ANYMAIL_WEBHOOK_SECRET", default="")}
+# Video (HLS): signed segment URLs expire this long after a viewer would reach them.
+PROTECTED_VIDEO_URL_TTL = env.int("LODESTONE_PROTECTED_VIDEO_URL_TTL", default=120)
+VIDEO_TRANSCODE_TIME_LIMIT = env.int("LODESTONE_VIDEO_TRANSCODE_TIME_LIMIT", default=4 * 3600)
+# The admin would load avatars from gravatar.com: no outbound requests from our pages.
+WAGTAIL_GRAVATAR_PROVIDER_URL = None
+
 # --- Wagtail ------------------------------------------------------------------------
 WAGTAIL_SITE_NAME = env.str("LODESTONE_SITE_NAME", default="Lodestone")
 WAGTAILSEARCH_BACKENDS = {"default": {"BACKEND": "wagtail.search.backends.database"}}
@@ -342,6 +361,8 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-emails": {"task": "core.tasks.requeue_stale_emails", "schedule": 120.0},
     # Catches webhooks Stripe never delivered (or we never stored): last 3 days, hourly.
+    "drip-schedule": {"task": "funnels.tasks_sequences.drip_schedule", "schedule": 60.0},
+    "video-requeue-stale": {"task": "media.tasks.video_requeue_stale", "schedule": 300.0},
     "stripe-reconcile-recent": {
         "task": "payments.tasks.stripe_reconcile_recent",
         "schedule": 3600.0,

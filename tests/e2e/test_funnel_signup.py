@@ -1,6 +1,7 @@
 """A visitor signs up on a landing page in Chromium, confirms by email and downloads the
 magnet: gunicorn, the Celery worker and the SMTP sink are real processes."""
 
+import hashlib
 import re
 import time
 import uuid
@@ -23,13 +24,15 @@ from funnels.models import (
     PageVisitDay,
     Subscriber,
 )
+from media.models import DownloadDelivery
+from media.stamping.samples import sample_pdf
 from tests.harness.wagtail_pages import site_root_install
 from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CONSENT = "Send me the checklist and weekly tips. I can unsubscribe at any time."
-MAGNET_PDF = b"%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+MAGNET_PDF = sample_pdf(2)
 
 
 @pytest.fixture
@@ -116,7 +119,11 @@ def test_visitor_signs_up_confirms_by_email_and_downloads_the_magnet(
     download = download_info.value
     assert download.failure() is None
     assert download.suggested_filename == "launch-checklist.pdf"
-    assert Path(download.path()).read_bytes() == MAGNET_PDF
+    # the file is stamped for them, and the ledger holds the hash of exactly what they got
+    received = Path(download.path()).read_bytes()
+    assert received != MAGNET_PDF
+    ledger = DownloadDelivery.objects.get(subscriber_email=email)
+    assert hashlib.sha256(received).hexdigest() == ledger.sent_sha256
 
     # and the delivery email follows
     delivery = smtp_sink.wait_for(

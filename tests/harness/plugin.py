@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.stripe_standin import StripeStandin, stripe_standin_running
+
 from .browser import CHROMIUM, CHROMIUM_ARGS
 from .celery_worker import (
     Broker,
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
     from storages.backends.s3 import S3Storage
 
 SERVER_SETTINGS = "config.settings.test"
+# What the server processes verify Stripe's webhooks with (see `server_stripe`).
+SERVER_STRIPE_WEBHOOK_SECRET = "whsec_lodestone_harness_servers_0000000000"
 SCREENSHOT_PATH = pytest.StashKey[Path]()
 
 
@@ -147,8 +151,19 @@ def web_server_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def server_stripe() -> Iterator[StripeStandin]:
+    """The Stripe stand-in the server processes pay through (their STRIPE_API_BASE).
+
+    A test registers the webhook endpoint it needs, e.g.
+    `server_stripe.add_webhook_endpoint(web_server.url + "/pay/stripe/webhook/",
+    secret=SERVER_STRIPE_WEBHOOK_SECRET)`, and resets the stand-in when done."""
+    with stripe_standin_running() as standin:
+        yield standin
+
+
+@pytest.fixture(scope="session")
 def django_server_env(
-    test_database_url, celery_broker, smtp_sink, web_server_port, tmp_path_factory
+    test_database_url, celery_broker, smtp_sink, web_server_port, server_stripe, tmp_path_factory
 ) -> dict:
     """Environment for a server process running this code against the test database.
 
@@ -169,6 +184,10 @@ def django_server_env(
         "LODESTONE_VAR_DIR": str(var_dir),
         "LODESTONE_PROTECTED_ROOT": str(var_dir / "protected"),
         "LODESTONE_SITE_URL": f"http://127.0.0.1:{web_server_port}",
+        "STRIPE_API_BASE": server_stripe.url,
+        "STRIPE_SECRET_KEY": server_stripe.api_key,
+        "STRIPE_WEBHOOK_SECRET": SERVER_STRIPE_WEBHOOK_SECRET,
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

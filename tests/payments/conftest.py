@@ -26,7 +26,7 @@ def _tasks_publish_to_the_test_broker(celery_broker):
 
 
 @pytest.fixture
-def sx(settings, stripe_standin):  # noqa: F811 (the imported fixture, by name)
+def sx(settings, stripe_standin):
     """The session's stand-in, reset, with the app pointed at it. Webhooks go out only when a
     test says so."""
     stripe_standin.reset()
