@@ -7,12 +7,11 @@ from django.utils import timezone
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
 
-from media.delivery import protected_url
 from payments.models import Product
 
 from . import exceptions
 from .models import CoursePage, LessonDownload, LessonPage, LessonProgress
-from .selectors import lesson_access
+from .selectors import course_of, lesson_access
 
 # A position beyond this is a client bug, not a very long lesson.
 MAX_POSITION_SECONDS = 24 * 3600
@@ -139,17 +138,28 @@ def lesson_completion_set(*, user, lesson: LessonPage, completed: bool = True) -
     return rows.get()
 
 
-def lesson_download_url(*, user, download: LessonDownload, request) -> str:
-    """The short-lived link that hands ``download`` to ``user``; the caller has checked
-    ``lesson_access`` for its lesson.
+def lesson_download_deliver(*, user, download: LessonDownload, request):
+    """Stream ``download`` to ``user``, stamped with their name and email and recorded in
+    media's DownloadDelivery ledger (with the order that gave access, when there is one);
+    the caller has checked ``lesson_access`` for its lesson.
 
-    The seam for stamping: when the media app's stamping helper lands, PDFs and EPUBs are
-    stamped here with the buyer's name and a marker recorded in media's DownloadDelivery
-    ledger (``request`` gives its IP address and user agent), and the link returned is to
-    the stamped copy. Until then the original file is handed out as it is.
+    Raises media.exceptions.DeliveryError (limit reached, file unavailable, store down)
+    with a message for the buyer.
     """
-    return protected_url(
-        name=download.file.name,
-        user_id=user.pk if user is not None and user.is_authenticated else None,
+    from media.downloads import download_deliver
+    from payments.selectors import entitlements_for
+
+    course = course_of(download.lesson)
+    entitlement = (
+        entitlements_for(user).filter(product_id=course.product_id).select_related("order").first()
+        if getattr(course, "product_id", None)
+        else None
+    )
+    order = entitlement.order if entitlement and entitlement.order_id else None
+    return download_deliver(
+        source_name=download.file.name,
+        user=user,
+        order_reference=str(order.pk) if order else "",
         filename=download.filename,
+        request=request,
     )

@@ -15,6 +15,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
+from media.downloads import http_status
+from media.exceptions import DeliveryError
+
 from . import exceptions, selectors, services
 from .models import CoursePage, LessonDownload, LessonPage
 
@@ -98,7 +101,7 @@ def _message(request, *, title: str, message: str, status: int, course=None) -> 
 
 @require_safe
 def lesson_download(request, download_uuid):
-    """A lesson's file, for whoever may see the lesson: a redirect to a short-lived link."""
+    """A lesson's file, for whoever may see the lesson, stamped for them as it streams."""
     download = LessonDownload.objects.select_related("lesson").filter(uuid=download_uuid).first()
     if download is None or not (download.lesson.live or request.user.is_staff):
         return _message(
@@ -123,8 +126,19 @@ def lesson_download(request, download_uuid):
             status=403,
             course=selectors.course_of(lesson),
         )
-    url = services.lesson_download_url(user=request.user, download=download, request=request)
-    return _private(HttpResponseRedirect(url))
+    try:
+        response = services.lesson_download_deliver(
+            user=request.user, download=download, request=request
+        )
+    except DeliveryError as error:
+        return _message(
+            request,
+            title=_("This download is not available right now"),
+            message=str(error),
+            status=http_status(error),
+            course=selectors.course_of(lesson),
+        )
+    return _private(response)
 
 
 # --- Progress -------------------------------------------------------------------------------

@@ -398,6 +398,20 @@ class LeadMagnetDeleteView(snippet_views.DeleteView):
 # --- Funnel performance report -------------------------------------------------------------
 
 
+def period_presets(*, since: date, until: date) -> list[dict]:
+    """The "Last 7/30/90 days" buttons of a report, the chosen one marked active."""
+    today = timezone.localdate()
+    return [
+        {
+            "label": ngettext("Last %(n)s day", "Last %(n)s days", n) % {"n": n},
+            "since": today - timedelta(days=n - 1),
+            "until": today,
+            "active": since == today - timedelta(days=n - 1) and until == today,
+        }
+        for n in (7, 30, 90)
+    ]
+
+
 class ReportPeriodForm(forms.Form):
     since = forms.DateField(label=gettext_lazy("From"), required=False, widget=AdminDateInput)
     until = forms.DateField(label=gettext_lazy("To"), required=False, widget=AdminDateInput)
@@ -469,7 +483,6 @@ class FunnelReportView(generic.WagtailAdminTemplateMixin, TemplateView):
             key=lambda r: (-r.visits, -r.optins, r.page.title.lower()),
         )
         days = selectors.daily_optins(since=since, until=until)
-        today = timezone.localdate()
         context.update(
             form=form,
             since=since,
@@ -478,15 +491,7 @@ class FunnelReportView(generic.WagtailAdminTemplateMixin, TemplateView):
             totals=totals_of(rows),
             page_chart=page_bars_chart(rows, since=since, until=until) if rows else None,
             daily_chart=daily_chart(days, since=since, until=until),
-            presets=[
-                {
-                    "label": ngettext("Last %(n)s day", "Last %(n)s days", n) % {"n": n},
-                    "since": today - timedelta(days=n - 1),
-                    "until": today,
-                    "active": since == today - timedelta(days=n - 1) and until == today,
-                }
-                for n in (7, 30, 90)
-            ],
+            presets=period_presets(since=since, until=until),
         )
         return context
 

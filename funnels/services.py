@@ -332,6 +332,10 @@ def optin_submit(
     if subscriber.status == Subscriber.Status.CONFIRMED:
         magnet_send(subscriber=subscriber, magnet=magnet)
         outcome.emails.append("delivery")
+        # Already confirmed elsewhere: this form's sequence (and tags) still apply.
+        sequences.enrol_on_confirm(
+            subscriber=subscriber, landing_page=landing_page, form_id=form_id
+        )
     elif subscriber.status == Subscriber.Status.PENDING and not form.get("double_opt_in", True):
         _confirm(subscriber=subscriber, landing_page=landing_page, form_id=form_id, visitor=visitor)
         magnet_send(subscriber=subscriber, magnet=magnet)

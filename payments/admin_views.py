@@ -47,6 +47,7 @@ from funnels.admin_views import (
     Tick,
     fmt_int,
     nice_scale,
+    period_presets,
 )
 
 from . import exceptions, services, webhooks
@@ -879,7 +880,6 @@ class RevenueReportView(generic.WagtailAdminTemplateMixin, TemplateView):
         currencies = revenue_by_currency(since=since, until=until)
         for report in currencies:
             report.chart = revenue_chart(report, since=since, until=until)
-        today = timezone.localdate()
         context.update(
             form=form,
             since=since,
@@ -888,15 +888,7 @@ class RevenueReportView(generic.WagtailAdminTemplateMixin, TemplateView):
             reversals=reversals_in(since=since, until=until),
             orders_url=reverse("payments_orders:index"),
             offers_url=reverse("wagtailsnippets_payments_offer:list"),
-            presets=[
-                {
-                    "label": ngettext("Last %(n)s day", "Last %(n)s days", n) % {"n": n},
-                    "since": today - timedelta(days=n - 1),
-                    "until": today,
-                    "active": since == today - timedelta(days=n - 1) and until == today,
-                }
-                for n in (7, 30, 90)
-            ],
+            presets=period_presets(since=since, until=until),
         )
         return context
 

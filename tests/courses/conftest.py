@@ -8,11 +8,13 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
 from courses.models import CourseCatalogPage, CoursePage, LessonDownload, LessonPage, ModulePage
+from media.stamping.samples import sample_pdf
 from payments import services as payment_services
 from payments.models import Offer, Price, Product
 from tests.harness.wagtail_pages import home_page_install
 
-WORKSHEET = b"%PDF-1.7\n% week one worksheet\n"
+# A real two-page PDF: downloads are stamped for their buyer, which needs pages.
+WORKSHEET = sample_pdf(2)
 PAID_LESSON_TEXT = "Write the one sentence your course promises."
 
 

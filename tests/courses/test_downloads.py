@@ -1,10 +1,14 @@
-"""Lesson downloads: named by uuid, handed out by short-lived links to whoever may see the
-lesson, and refused to everyone else."""
+"""Lesson downloads: named by uuid, streamed stamped to whoever may see the lesson, and
+refused to everyone else."""
+
+import hashlib
+import subprocess
 
 import pytest
 from django.core.files.base import ContentFile
 
 from courses.models import LessonDownload
+from media.models import DownloadDelivery
 from payments import services as payment_services
 from tests.harness.web import http_get
 
@@ -27,18 +31,30 @@ def _url(download: LessonDownload) -> str:
     return f"/learn/download/{download.uuid}/"
 
 
-def test_buyer_is_redirected_to_a_protected_link_that_serves_the_file(client, buyer, download):
+def _text_of(pdf: bytes, tmp_path) -> str:
+    path = tmp_path / "received.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(
+        ["pdftotext", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_buyer_receives_the_file_stamped_with_their_email_and_recorded(
+    client, buyer, download, tmp_path
+):
     client.force_login(buyer)
 
     response = client.get(_url(download))
 
-    assert response.status_code == 302
-    assert response["Location"].startswith("/protected/")
+    assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    served = client.get(response["Location"])
-    assert served.status_code == 200
-    assert b"".join(served.streaming_content) == WORKSHEET
-    assert served["Content-Disposition"] == "attachment; filename*=UTF-8''week-1-worksheet.pdf"
+    assert response["Content-Disposition"] == "attachment; filename*=UTF-8''week-1-worksheet.pdf"
+    received = b"".join(response.streaming_content)
+    assert received != WORKSHEET
+    assert "leila@example.com" in _text_of(received, tmp_path)
+    delivery = DownloadDelivery.objects.get(user=buyer)
+    assert delivery.sent_sha256 == hashlib.sha256(received).hexdigest()
+    assert delivery.order_reference == ""  # granted by hand in this test, not by an order
 
 
 def test_the_lesson_page_links_its_downloads_by_uuid(client, buyer, tree, download):
@@ -63,12 +79,13 @@ def test_another_signed_in_user_is_refused_the_same_url(client, stranger, downlo
 
 def test_a_buyers_link_does_not_work_for_another_user(client, buyer, stranger, download):
     client.force_login(buyer)
-    protected_link = client.get(_url(download))["Location"]
+    assert client.get(_url(download)).status_code == 200
 
     client.force_login(stranger)
-    response = client.get(protected_link)
+    response = client.get(_url(download))
 
     assert response.status_code == 403
+    assert list(DownloadDelivery.objects.values_list("user", flat=True)) == [buyer.pk]
 
 
 def test_anonymous_visitor_is_sent_to_sign_in_not_to_the_file(client, download):
@@ -112,7 +129,7 @@ def test_download_of_an_unpublished_lesson_is_not_found(client, buyer, tree, dow
     assert client.get(_url(download)).status_code == 404
 
 
-def test_buyer_gets_a_presigned_s3_link_that_serves_the_file(
+def test_buyer_gets_the_stamped_file_from_a_private_bucket(
     client, home, s3_protected_storage, django_user_model
 ):
     # given a course whose worksheet is stored in a private bucket
@@ -125,13 +142,11 @@ def test_buyer_gets_a_presigned_s3_link_that_serves_the_file(
     # when the buyer follows the download link
     response = client.get(_url(download))
 
-    # then they are sent to a signed bucket URL that serves exactly that file
-    assert response.status_code == 302
-    location = response["Location"]
-    assert location.startswith(s3_protected_storage.server.endpoint_url)
-    assert "X-Amz-Signature=" in location
-    served = http_get(location)
-    assert served.status == 200
-    assert served.body == WORKSHEET
-    # and the unsigned object URL is refused
-    assert http_get(location.split("?", 1)[0]).status == 403
+    # then the file is read from the bucket and streamed to them stamped
+    assert response.status_code == 200
+    received = b"".join(response.streaming_content)
+    assert received.startswith(b"%PDF") and received != WORKSHEET
+    assert b"s3@example.com" in received
+    # and the object itself stays private
+    unsigned = f"{s3_protected_storage.server.endpoint_url}/{s3_protected_storage.server.bucket}/protected/{download.file.name}"
+    assert http_get(unsigned).status == 403

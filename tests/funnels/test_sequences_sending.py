@@ -249,6 +249,30 @@ def test_pending_subscribers_are_enrolled_when_they_confirm_not_before(landing_p
     assert datetime.time(6) <= local < datetime.time(22)
 
 
+def test_a_confirmed_subscriber_signing_up_on_another_form_joins_that_forms_sequence(
+    landing_page, form_id
+):
+    sequence = make_sequence()
+    landing_page.body[1].value["sequence"] = sequence
+    landing_page.save_revision().publish()
+    landing_page.refresh_from_db()
+    leila = confirmed("leila@lodestone-mail.fi")
+    assert not Enrolment.objects.filter(subscriber=leila).exists()
+
+    funnel_services.optin_submit(
+        landing_page=landing_page,
+        form_id=form_id,
+        email="leila@lodestone-mail.fi",
+        name="Leila",
+        consent=True,
+        visitor=funnel_services.Visitor(),
+        attribution=funnel_services.Attribution(),
+    )
+
+    enrolment = Enrolment.objects.get(subscriber=leila)
+    assert (enrolment.sequence, enrolment.source) == (sequence, "optin")
+
+
 def test_a_tag_added_to_a_confirmed_subscriber_enrols_them_in_that_tags_sequence():
     sequence = make_sequence(enrol_tag="webinar-lead")
     leila = confirmed("leila@lodestone-mail.fi")
