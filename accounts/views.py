@@ -27,8 +27,6 @@ RECEIPT_STATUSES = (
     Order.Status.DISPUTED,
     Order.Status.NEEDS_REVIEW,
 )
-# Where a product's own page hangs: courses link a CoursePage to its product one-to-one.
-PRODUCT_PAGE_ATTRS = ("course_page", "coursepage")
 
 
 @dataclass(frozen=True)
@@ -37,15 +35,6 @@ class Access:
     url: str
     since: datetime
     until: datetime | None
-
-
-def product_page_url(product: Product) -> str:
-    """The live page of a product (a course), or "" while it has none."""
-    for attr in PRODUCT_PAGE_ATTRS:
-        page = getattr(product, attr, None)
-        if page is not None and getattr(page, "live", False):
-            return page.url or ""
-    return ""
 
 
 @login_required
@@ -58,7 +47,7 @@ def account_overview(request):
     access = [
         Access(
             product=ent.product,
-            url=product_page_url(ent.product),
+            url=payment_selectors.product_page_url(ent.product),
             since=ent.starts_at,
             until=ent.ends_at,
         )

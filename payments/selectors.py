@@ -10,6 +10,18 @@ from django.utils import timezone
 from . import exceptions
 from .models import Entitlement, Offer, Order, Price, Product
 
+# Where a product's own page hangs: a CoursePage links its product one-to-one.
+PRODUCT_PAGE_ATTRS = ("course_page",)
+
+
+def product_page_url(product: Product) -> str:
+    """The live page of a product (a course), or "" while it has none."""
+    for attr in PRODUCT_PAGE_ATTRS:
+        page = getattr(product, attr, None)
+        if page is not None and getattr(page, "live", False):
+            return page.url or ""
+    return ""
+
 
 def has_access(user, product: Product | int) -> bool:
     """True while ``user`` holds an active entitlement to ``product`` (a Product or its pk):

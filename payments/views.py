@@ -142,7 +142,11 @@ def checkout_success(request):
     signed_in_as_buyer = False
     if state == "paid" and order.buyer is not None:
         signed_in_as_buyer = _sign_in_new_buyer(request, order)
-    products = [p for item in order.items.prefetch_related("products") for p in item.products.all()]
+    products = [
+        {"title": p.title, "url": selectors.product_page_url(p) if state == "paid" else ""}
+        for item in order.items.prefetch_related("products")
+        for p in item.products.all()
+    ]
     return render(
         request,
         "payments/success.html",

@@ -1,6 +1,7 @@
-"""A visitor buys from a landing page in Chromium: the buy button, Stripe's hosted checkout
-(the stand-in), the success page, access; then a refund made through the official stripe
-client takes the access away by webhook. gunicorn, the Celery worker, the SMTP sink and
+"""A visitor buys a course from a landing page in Chromium: the buy button, Stripe's hosted
+checkout (the stand-in; a declined test card, then one that pays), the success page, a paid
+lesson opened; then a refund made through the official stripe client takes the access away
+by webhook and the lesson is refused. gunicorn, the Celery worker, the SMTP sink and
 the Stripe stand-in are real servers."""
 
 import re
@@ -10,9 +11,10 @@ import pytest
 from playwright.sync_api import expect
 
 from funnels.models import LandingPage
-from payments.models import Entitlement, Offer, Order, Price, Product
+from payments.models import Entitlement, Offer, Order
+from tests.courses.conftest import PAID_LESSON_TEXT, course_tree_install, publish_child
 from tests.harness.plugin import SERVER_STRIPE_WEBHOOK_SECRET
-from tests.harness.wagtail_pages import site_root_install
+from tests.harness.wagtail_pages import home_page_install
 from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -36,20 +38,9 @@ def stripe_servers(web_server, celery_worker, server_stripe, settings):
     server_stripe.reset()
 
 
-def _course_for_sale() -> Offer:
-    product = Product.objects.create(
-        kind=Product.Kind.COURSE, slug="launch-your-first-course", title="Launch Your First Course"
-    )
-    offer = Offer.objects.create(
-        slug="launch-your-first-course", title="Launch Your First Course", is_published=True
-    )
-    offer.products.add(product)
-    Price.objects.create(offer=offer, amount=14900, currency="eur")
-    return offer
-
-
-def _landing_page_selling(offer: Offer) -> LandingPage:
-    return site_root_install(
+def _landing_page_selling(home, offer: Offer) -> LandingPage:
+    return publish_child(
+        home,
         LandingPage(
             title="Launch checklist",
             slug="launch-checklist",
@@ -65,20 +56,22 @@ def _landing_page_selling(offer: Offer) -> LandingPage:
                     },
                 ),
             ],
-        )
+        ),
     )
 
 
 def test_visitor_buys_from_a_landing_page_and_a_refund_takes_access_away(
     stripe_servers, web_server, smtp_sink, page
 ):
-    # given a landing page selling a course
-    offer = _course_for_sale()
-    _landing_page_selling(offer)
+    # given a course, and a landing page selling it
+    home = home_page_install(title="Northwind Academy")
+    tree = course_tree_install(home)
+    offer = tree.offer
+    landing = _landing_page_selling(home, offer)
     email = f"buyer-{uuid.uuid4().hex[:10]}@example.com"
 
     # when a visitor presses the buy button
-    page.goto(web_server.url + "/")
+    page.goto(web_server.url + landing.url)
     buy_box = page.locator("section.lp-buy")
     expect(buy_box).to_contain_text("€149.00")
     expect(buy_box).to_contain_text("Test checkout — no real payment")
@@ -88,8 +81,17 @@ def test_visitor_buys_from_a_landing_page_and_a_refund_takes_access_away(
     expect(page).to_have_url(re.compile(re.escape(stripe_servers.url) + r"/pay/cs_"))
     expect(page.locator("#total")).to_contain_text("149")
 
-    # when they pay there
+    # when they pay there with Stripe's declined test card
     page.locator("#email").fill(email)
+    page.locator("#card-number").fill("4000 0000 0000 0002")
+    page.locator("#pay").click()
+
+    # then the checkout says so and nothing was bought
+    expect(page.get_by_role("alert")).to_have_text("Your card was declined.")
+    assert not Order.objects.filter(email=email).exists()
+
+    # when they pay with the test card that works
+    page.locator("#card-number").fill("4242 4242 4242 4242")
     page.locator("#pay").click()
 
     # then they are back on the site, told that access is theirs
@@ -103,6 +105,14 @@ def test_visitor_buys_from_a_landing_page_and_a_refund_takes_access_away(
     # the signed webhook for the same checkout was accepted too
     stripe_servers.wait_for_deliveries(timeout=10)
     assert [a.status for a in stripe_servers.attempts(type="checkout.session.completed")] == [200]
+    # when they start the course from there and open a paid lesson
+    page.get_by_role("link", name="Start now").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Launch Your First Course")
+    page.goto(web_server.url + tree.paid_lesson.url)
+
+    # then the lesson is theirs
+    expect(page.get_by_role("heading", level=1)).to_have_text(tree.paid_lesson.title)
+    expect(page.get_by_role("main")).to_contain_text(PAID_LESSON_TEXT)
     # and the welcome email with a sign-in link went out through the worker
     welcome = smtp_sink.wait_for(lambda m: m["To"] == email)
     assert "/pay/login/" in welcome.get_body(("plain",)).get_content()
@@ -123,3 +133,9 @@ def test_visitor_buys_from_a_landing_page_and_a_refund_takes_access_away(
     assert order.amount_refunded == 14900
     stripe_servers.wait_for_deliveries(timeout=10)  # its answer is recorded after processing
     assert [a.status for a in stripe_servers.attempts(type="charge.refunded")] == [200]
+
+    # and the lesson is refused to them from that moment
+    response = page.goto(web_server.url + tree.paid_lesson.url)
+    assert response.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("is for students of this course")
+    expect(page.get_by_role("main")).not_to_contain_text(PAID_LESSON_TEXT)

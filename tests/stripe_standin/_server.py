@@ -541,15 +541,21 @@ class _RequestHandler(BaseHTTPRequestHandler):
             return
         if method == "POST":
             form = dict(parse_qsl(body, keep_blank_values=True))
+            outcome = form.get("outcome") or "paid"
+            if outcome == "paid":
+                refusal = card_refusal(form.get("card_number", ""))
+                if refusal:
+                    self._html(402, _checkout_page(e, session, error=refusal, form=form))
+                    return
             try:
                 session = self.server.handle.complete_checkout(
                     sid,
-                    outcome=form.get("outcome") or "paid",
+                    outcome=outcome,
                     promotion_code=form.get("promotion_code") or None,
                     email=form.get("email") or None,
                 )
             except StripeError as err:
-                self._html(400, _checkout_page(e, session, error=err.message))
+                self._html(400, _checkout_page(e, session, error=err.message, form=form))
                 return
             if session.get("success_url"):
                 self._redirect(session["success_url"].replace("{CHECKOUT_SESSION_ID}", sid))
@@ -638,7 +644,47 @@ def _page(title: str, content: str) -> str:
     )
 
 
-def _checkout_page(engine, s: dict[str, Any], error: str | None = None) -> str:
+# Stripe's test card numbers on the hosted page -> None (paid) or the message the buyer
+# sees. Any other well-formed number is refused as Stripe's test mode refuses real cards.
+TEST_CARDS: dict[str, str | None] = {
+    "4242424242424242": None,
+    "4000056655665556": None,
+    "5555555555554444": None,
+    "4000000000000002": "Your card was declined.",
+    "4000000000009995": "Your card has insufficient funds.",
+    "4000000000000069": "Your card has expired.",
+    "4000000000000127": "Your card's security code is incorrect.",
+}
+
+
+def _luhn_ok(number: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def card_refusal(raw: str) -> str | None:
+    """What the hosted page says about a card number, or None when the test card pays."""
+    number = "".join(ch for ch in raw if not ch.isspace() and ch != "-")
+    if not number:
+        return "Your card number is incomplete."
+    if not number.isdigit() or not 12 <= len(number) <= 19 or not _luhn_ok(number):
+        return "Your card number is invalid."
+    if number in TEST_CARDS:
+        return TEST_CARDS[number]
+    return (
+        "Your card was declined. Your request was in test mode, but used a non test card. "
+        "For a list of valid test cards, visit: https://stripe.com/docs/testing."
+    )
+
+
+def _checkout_page(
+    engine, s: dict[str, Any], error: str | None = None, form: dict[str, str] | None = None
+) -> str:
     items = engine.session_items.get(s["id"], [])
     rows = "".join(
         f"<tr class='line-item'><td>{html.escape(str(it['description']))}</td>"
@@ -656,7 +702,9 @@ def _checkout_page(engine, s: dict[str, Any], error: str | None = None) -> str:
         if s.get("allow_promotion_codes")
         else ""
     )
-    email = html.escape(s.get("customer_email") or "")
+    form = form or {}
+    email = html.escape(form.get("email") or s.get("customer_email") or "")
+    card = html.escape(form.get("card_number", ""))
     cancel = (
         f'<p><a id="cancel" href="{html.escape(s["cancel_url"])}">Cancel</a></p>'
         if s.get("cancel_url")
@@ -669,6 +717,14 @@ def _checkout_page(engine, s: dict[str, Any], error: str | None = None) -> str:
         f"<p id='total'>Total due today: {money(s['amount_total'], s['currency'])}</p>"
         f"<form method='post' action='/pay/{s['id']}'>"
         f'<p><label>Email <input name="email" id="email" type="email" value="{email}"></label></p>'
+        "<fieldset><legend>Card (test mode: 4242 4242 4242 4242 pays, "
+        "4000 0000 0000 0002 is declined)</legend>"
+        f'<p><label>Card number <input name="card_number" id="card-number" value="{card}" '
+        'inputmode="numeric" autocomplete="cc-number" placeholder="1234 1234 1234 1234">'
+        "</label></p>"
+        '<p><label>Expiry <input name="card_expiry" id="card-expiry" placeholder="MM / YY">'
+        '</label> <label>CVC <input name="card_cvc" id="card-cvc" placeholder="CVC">'
+        "</label></p></fieldset>"
         f"{promo}"
         '<button type="submit" name="outcome" value="paid" id="pay">Pay</button> '
         '<button type="submit" name="outcome" value="async_pending" id="pay-async">'

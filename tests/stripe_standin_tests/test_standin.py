@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -396,7 +397,9 @@ def test_hosted_page_pay_button_redirects_to_success_url_with_session_id(client,
             return None
 
     opener = urllib.request.build_opener(NoRedirect)
-    form = urllib.request.Request(session.url, data=b"outcome=paid&email=web%40example.com")
+    form = urllib.request.Request(
+        session.url, data=b"outcome=paid&email=web%40example.com&card_number=4242424242424242"
+    )
     with pytest.raises(urllib.error.HTTPError) as answer:
         opener.open(form, timeout=WAIT)
     assert answer.value.code == 303
@@ -858,3 +861,30 @@ def test_transport_callable_receives_signed_payloads_in_the_test_thread(client, 
 
     body, headers = standin.signed_payload(received[0][1].id)
     assert stripe.Webhook.construct_event(body, headers["Stripe-Signature"], "whsec_test")
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        ("4000 0000 0000 0002", "Your card was declined."),
+        ("4000000000009995", "Your card has insufficient funds."),
+        ("4242 4242 4242 4241", "Your card number is invalid."),
+        ("", "Your card number is incomplete."),
+        ("4111 1111 1111 1111", "used a non test card"),
+    ],
+)
+def test_hosted_page_refuses_declined_invalid_and_real_cards_and_keeps_the_session_open(
+    client, standin, card, message
+):
+    session = payment_session(client, make_price(client).id)
+    body = urllib.parse.urlencode(
+        {"outcome": "paid", "email": "web@example.com", "card_number": card}
+    ).encode()
+
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(urllib.request.Request(session.url, data=body), timeout=WAIT)
+
+    assert answer.value.code == 402
+    assert message in answer.value.read().decode()
+    again = client.v1.checkout.sessions.retrieve(session.id)
+    assert (again.status, again.payment_status) == ("open", "unpaid")
