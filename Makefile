@@ -18,6 +18,9 @@ venv: $(STAMP)
 ## make run: the demo on SQLite, local files and a folder broker — no server needed.
 run: export LODESTONE_SITE_URL ?= http://127.0.0.1:$(PORT)
 run: $(STAMP)
+# ffmpeg makes and transcodes the demo's video, pdftotext helps trace_leak. Without them
+# (no root, no apt) the demo still starts, and its lesson says why it has no video.
+	@bash infra/install-system-packages.sh --if-possible ffmpeg poppler-utils
 	@mkdir -p var/celery/queue var/celery/processed var/celery/control var/mail var/protected var/media
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py load_demo --port $(PORT)

@@ -1,5 +1,6 @@
 """Per-viewer HLS playlists per second on one core: local HMAC signing and S3 presigning,
-next to serving the stored (unmarked) playlist, measured in the same run.
+next to serving the stored (unmarked) playlist, measured in the same run; and the same
+with a forensic A/B watermark (each viewer's codeword picks A or B per segment).
 
     .venv/bin/python benchmarks/playlist_generation.py [--seconds 1.5] [--segments 150,600,1200]
 
@@ -89,7 +90,8 @@ def run(settings, sizes: list[int], seconds: float) -> None:
     from accounts.models import User
     from media import playlists, views_video
     from media.access import can_view_video
-    from media.models import Video
+    from media.models import Video, WatermarkStatus
+    from media.watermark import code
 
     workdir = Path(tempfile.mkdtemp(prefix="lodestone-bench-playlists-"))
     local_options = {"location": str(workdir), "base_url": None}
@@ -176,10 +178,24 @@ def run(settings, sizes: list[int], seconds: float) -> None:
                 u + p for u, p in zip(stored.uris, stored.parts[1:], strict=True)
             )
 
+        # Forensic watermark: the same video with a B variant; each viewer's codeword
+        # picks A or B per segment (media/watermark/).
+        params = code.CodeParams.for_segments(segments)
+        codeword = code.encode(code.random_message(params), params)
+        video.watermark = {"prefix": f"{prefix}/mark-bench", "code": params.as_json()}
+
+        def generate_marked(storage):
+            return playlists.rendition_for_viewer(
+                storage=storage, video=video, rendition=rendition, user_id=user.pk,
+                codeword=codeword,
+            )  # fmt: skip
+
         generation = {
             "stored (unmarked)": rate(unmarked, seconds),
             "local HMAC": rate(lambda: generate(local), seconds),
+            "local HMAC, A/B marked": rate(lambda: generate_marked(local), seconds),
             "S3 presigned": rate(lambda: generate(s3), seconds),
+            "S3 presigned, A/B marked": rate(lambda: generate_marked(s3), seconds),
             "S3 via boto3 per URL": rate(boto3_each, min(seconds, 1.0)),
         }
 
@@ -214,6 +230,17 @@ def run(settings, sizes: list[int], seconds: float) -> None:
         views["master playlist"] = rate(
             lambda: view_call(views_video.video_master, {"uid": video.uid}), seconds
         )
+        # The marked view: the viewer's delivery (codeword) is looked up per request.
+        Video.objects.filter(pk=video.pk).update(
+            forensic_watermark=True,
+            watermark_status=WatermarkStatus.READY,
+            watermark={**video.watermark, "hls_prefix": prefix},
+        )
+        video.refresh_from_db()
+        views["local HMAC, A/B marked"] = rate(rendition_view, seconds)
+        use_storage("s3")
+        views["S3 presigned, A/B marked"] = rate(rendition_view, seconds)
+        use_storage("local")
         return segments, uris, generation, views
 
     rows = [measure(segments) for segments in sizes]
@@ -226,7 +253,14 @@ def run(settings, sizes: list[int], seconds: float) -> None:
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for segments, uris, generation, views in rows:
         base_view = views["stored (unmarked)"][0]
-        for mode in ("stored (unmarked)", "local HMAC", "S3 presigned", "S3 via boto3 per URL"):
+        for mode in (
+            "stored (unmarked)",
+            "local HMAC",
+            "local HMAC, A/B marked",
+            "S3 presigned",
+            "S3 presigned, A/B marked",
+            "S3 via boto3 per URL",
+        ):
             per_s, ms = generation[mode]
             per_url = "" if mode == "stored (unmarked)" else f"{ms * 1000 / uris:.1f}"
             view = views.get(mode)
@@ -236,6 +270,15 @@ def run(settings, sizes: list[int], seconds: float) -> None:
                 else "— | — | —"
             )
             print(f"| {segments} | {mode} | {per_s:.0f} | {ms:.3f} | {per_url} | {view_cells} |")
+    print("\nA/B marked ÷ unmarked signing (same mode), per-viewer playlists per second:")
+    for segments, _uris, generation, views in rows:
+        for mode in ("local HMAC", "S3 presigned"):
+            marked = f"{mode}, A/B marked"
+            print(
+                f"  {segments} segments, {mode}: generation "
+                f"{generation[marked][0] / generation[mode][0]:.2f}, view "
+                f"{views[marked][0] / views[mode][0]:.2f}"
+            )
     master = rows[0][3]["master playlist"]
     print(
         f"\nMaster playlist view (2 renditions, any length): {master[0]:.0f}/s, "

@@ -7,7 +7,9 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
 
-app = Celery("lodestone", task_cls="celery.contrib.django.task:DjangoTask")
+# core.celery_task.OutboxTask: DjangoTask whose on-commit queueing logs a broker outage
+# instead of failing the committed request (a beat sweep re-queues from the stored rows).
+app = Celery("lodestone", task_cls="core.celery_task:OutboxTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -128,6 +128,9 @@ class OutboundEmail(models.Model):
     last_error = models.TextField(blank=True)
     message_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When a worker last claimed the row ("sending"): the claim is a lease, and a row
+    # whose lease ran out belongs to a worker that died mid-send.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -19,7 +19,12 @@ def is_transient_email_error(exc: BaseException) -> bool:
 def send_outbound_email(self, email_id: int) -> str:
     message = services.email_claim(email_id=email_id)
     if message is None:
-        return "already handled"
+        remaining = services.email_lease_remaining(email_id=email_id)
+        if remaining is None:
+            return "already handled"
+        # Another worker holds it: still sending, or killed mid-send (acks_late then hands
+        # this message on at once). Come back when its lease runs out; the claim decides.
+        raise self.retry(countdown=remaining + 1)
     try:
         services.email_deliver(message=message)
     except Exception as exc:

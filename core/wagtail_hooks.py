@@ -4,6 +4,7 @@ from wagtail.admin.ui.tables import Column, DateColumn
 from wagtail.admin.viewsets.model import ModelViewSet
 from wagtail.permissions import register_permission_policy
 
+from . import cache_policy
 from .models import OutboundEmail
 from .permissions import RefusingPolicy
 
@@ -51,3 +52,9 @@ class OutboundEmailViewSet(ModelViewSet):
 @hooks.register("register_admin_viewset")
 def register_outbox_viewset():
     return OutboundEmailViewSet("outbound_emails")
+
+
+@hooks.register("before_serve_page")
+def note_page_for_cache_policy(page, request, serve_args, serve_kwargs):
+    # Returns nothing: the page is served as usual; core.cache_policy decides its headers.
+    cache_policy.page_served(page, request)

@@ -273,7 +273,20 @@ class SubscriberInspectView(SubscriberButtonsMixin, generic.InspectView):
 
     @cached_property
     def header_more_buttons(self):
-        return self.subscriber_buttons(list(super().header_more_buttons))
+        buttons = self.subscriber_buttons(list(super().header_more_buttons))
+        buttons.append(
+            Button(
+                _("Email timeline"),
+                url=self.timeline_url,
+                icon_name="history",
+                priority=5,
+            )
+        )
+        return buttons
+
+    @cached_property
+    def timeline_url(self) -> str:
+        return reverse("funnels_sequences:timeline", args=[self.object.pk])
 
     def get_field_label(self, field_name, field):
         return self.field_labels.get(field_name) or super().get_field_label(field_name, field)
@@ -299,6 +312,8 @@ class SubscriberInspectView(SubscriberButtonsMixin, generic.InspectView):
             ),
             unsubscribe_url=reverse("subscribers:unsubscribe", args=[subscriber.pk]),
             erase_url=self.get_delete_url(),
+            enrolments=subscriber.enrolments.select_related("sequence", "next_step"),
+            timeline_url=self.timeline_url,
         )
         return context
 

@@ -1,6 +1,7 @@
 """Demo drip sequence: the Launch Checklist follow-up, attached to the demo landing pages'
 opt-in forms. Idempotent. Called from funnels/demo.py's load()."""
 
+from django.conf import settings
 from django.db import transaction
 
 from .models import LandingPage, Sequence, SequenceStep
@@ -72,7 +73,7 @@ def load(*, stdout) -> dict:
                 subject=subject,
                 body=body,
                 button_label="See the course" if kind == "offer" else "",
-                button_url="http://127.0.0.1:8000/pay/buy/launch-your-first-course/"
+                button_url=f"{settings.SITE_URL}/pay/buy/{PRODUCT_SLUG}/"
                 if kind == "offer"
                 else "",
             )

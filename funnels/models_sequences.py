@@ -532,11 +532,3 @@ class DripDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject or self.pk} → {self.subscriber_id} ({self.status})"
-
-
-# Receivers for purchases, tags and ESP events. Connected here, where Django imports every
-# app's models at start-up in web and worker processes alike; funnels/apps.py belongs to
-# another part of the codebase (see the handover note for moving this to ready()).
-from .sequences import receivers as _receivers  # noqa: E402
-
-_receivers.connect()

@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.csrf import same_origin_post
 from core.http import client_ip
 
 from . import exceptions, ratelimit, selectors, services
@@ -46,6 +47,7 @@ def _optin_error(request, page, form_id, form, error: exceptions.FunnelError, st
     return response
 
 
+@same_origin_post  # the form is on edge-cached pages: no per-visitor CSRF token there
 @require_http_methods(["GET", "POST"])
 def optin_post(request, page_id: int, form_id):
     """The opt-in form's action: a plain URL rather than a route under the page, so a

@@ -150,6 +150,8 @@ class StoredPlaylist:
     uris: tuple[str, ...]
     starts: tuple[float, ...]
     duration: float
+    # Which URI is the EXT-X-MAP init segment (None: no init segment).
+    map_index: int | None = None
     # Per-folder values derived from the URIs (storage names, their encodings), kept
     # with the playlist so each viewer's request only signs.
     memo: dict = field(default_factory=dict, compare=False, repr=False)
@@ -192,7 +194,11 @@ def parse_media_playlist(text: str) -> StoredPlaylist:
     if map_index is not None:
         starts[map_index] = elapsed
     return StoredPlaylist(
-        parts=tuple(parts), uris=tuple(uris), starts=tuple(starts), duration=elapsed
+        parts=tuple(parts),
+        uris=tuple(uris),
+        starts=tuple(starts),
+        duration=elapsed,
+        map_index=map_index,
     )
 
 
@@ -241,17 +247,57 @@ def _segment_url_prefix() -> str:
     return reverse("media:video_segment", kwargs={"token": "T"})[: -len("T/")]
 
 
-def local_segment_urls(
-    playlist: StoredPlaylist, folder: str, lifetimes: list[int], user_id: int | None, now: int
-) -> list[str]:
-    """Our own signed URL for each URI of `playlist` (stored under `folder`)."""
-    encoded = playlist.derived(
+def _local_encoded(playlist: StoredPlaylist, folder: str) -> list[tuple[bytes, str]]:
+    return playlist.derived(
         ("local", folder),
         lambda: [
             (b"seg\0" + f"{folder}/{uri}".encode() + b"\0", _b64(f"{folder}/{uri}".encode()))
             for uri in playlist.uris
         ],
     )
+
+
+def variant_mask(playlist: StoredPlaylist, codeword: str) -> list[bool]:
+    """Per URI of `playlist`: True where this codeword plays the B variant. Media segment
+    i (the init segment excluded, it is shared) takes bit i mod len(codeword)."""
+    ordinals = playlist.derived(("ordinals",), lambda: _segment_ordinals(playlist))
+    size = len(codeword)
+    return [o is not None and codeword[o % size] == "1" for o in ordinals]
+
+
+def _segment_ordinals(playlist: StoredPlaylist) -> list[int | None]:
+    ordinals: list[int | None] = []
+    count = 0
+    for index in range(len(playlist.uris)):
+        if index == playlist.map_index:
+            ordinals.append(None)
+        else:
+            ordinals.append(count)
+            count += 1
+    return ordinals
+
+
+def _pick(a: list, b: list, mask: list[bool] | None) -> list:
+    if mask is None:
+        return a
+    return [second if chosen else first for first, second, chosen in zip(a, b, mask, strict=True)]
+
+
+def local_segment_urls(
+    playlist: StoredPlaylist,
+    folder: str,
+    lifetimes: list[int],
+    user_id: int | None,
+    now: int,
+    *,
+    b_folder: str | None = None,
+    mask: list[bool] | None = None,
+) -> list[str]:
+    """Our own signed URL for each URI of `playlist` (stored under `folder`; the URIs
+    `mask` selects from `b_folder` instead)."""
+    encoded = _local_encoded(playlist, folder)
+    if b_folder is not None and mask is not None:
+        encoded = _pick(encoded, _local_encoded(playlist, b_folder), mask)
     prefix = _segment_url_prefix()
     key = _signing_keys()[0]
     user = _user_part(user_id) + b"\0"
@@ -373,27 +419,50 @@ def rendition_for_viewer(
     rendition: dict,
     user_id: int | None,
     now: int | None = None,
+    codeword: str | None = None,
 ) -> str:
-    """The stored rendition playlist with every segment URI signed for this viewer."""
+    """The stored rendition playlist with every segment URI signed for this viewer.
+
+    With `codeword` (a forensically watermarked video, media/watermark/), each media
+    segment comes from the A or the B variant as the codeword says; the init segment is
+    A's (B's is byte-identical). Signing cost is the same: one signature per URI.
+    """
     now = int(time.time()) if now is None else now
     folder = f"{video.hls_prefix}/{rendition['name']}"
     playlist = stored_playlist(storage, f"{video.hls_prefix}/{rendition['playlist']}")
     ttl = url_ttl()
     if not playlist.uris:
         return "".join(playlist.parts)
+    b_folder, mask = None, None
+    if codeword:
+        b_folder = f"{video.watermark['prefix']}/{rendition['name']}"
+        mask = variant_mask(playlist, codeword)
     names = playlist.derived(("names", folder), lambda: [f"{folder}/{u}" for u in playlist.uris])
     lifetimes = playlist.derived(
         ("lifetimes", ttl), lambda: [ttl + math.ceil(start) for start in playlist.starts]
     )
     if not is_s3(storage):
-        urls = local_segment_urls(playlist, folder, lifetimes, user_id, now)
+        urls = local_segment_urls(
+            playlist, folder, lifetimes, user_id, now, b_folder=b_folder, mask=mask
+        )
     else:
+        if b_folder is not None:
+            b_names = playlist.derived(
+                ("names", b_folder), lambda: [f"{b_folder}/{u}" for u in playlist.uris]
+            )
+            names = _pick(names, b_names, mask)
         presigner = S3Presigner(storage, names[0], lifetimes[0])
         if presigner.fast:
-            paths = playlist.derived(
-                ("s3", folder, storage.location),
-                lambda: [presigner.object_path(name) for name in names],
-            )
+
+            def object_paths(of_folder: str) -> list[str]:
+                return playlist.derived(
+                    ("s3", of_folder, storage.location),
+                    lambda: [presigner.object_path(f"{of_folder}/{u}") for u in playlist.uris],
+                )
+
+            paths = object_paths(folder)
+            if b_folder is not None:
+                paths = _pick(paths, object_paths(b_folder), mask)
             urls = [
                 presigner.sign_path(path, life) for path, life in zip(paths, lifetimes, strict=True)
             ]

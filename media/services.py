@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage
 from django.db import connection, transaction
@@ -71,6 +72,12 @@ class VideoSuperseded(Exception):
 
 class VideoStorageUnavailable(Exception):
     """Reading the source or storing the output failed in a way worth retrying."""
+
+
+def segment_seconds() -> int:
+    """HLS segment length for new transcodes. A forensic watermark needs enough segments
+    to carry a codeword (media/watermark/code.py): shorter segments suit short lessons."""
+    return int(getattr(settings, "VIDEO_SEGMENT_SECONDS", transcode.SEGMENT_SECONDS))
 
 
 def is_transient_storage_error(exc: BaseException) -> bool:
@@ -148,7 +155,9 @@ def video_requeue_stale(*, now=None) -> int:
     Video.objects.filter(pk__in=ids).update(updated_at=now)
     for pk in ids:
         video_transcode.delay(pk)
-    return len(ids)
+    from .watermark.services import video_watermark_requeue_stale
+
+    return len(ids) + video_watermark_requeue_stale(now=now)
 
 
 def video_record_failure(*, video_id: int, reason: str) -> None:
@@ -254,7 +263,11 @@ def _transcode_claimed(
             info = transcode.probe(source)
             progress.update(0, duration_seconds=info.duration, width=info.width, height=info.height)
             result = transcode.transcode_to_hls(
-                source, workdir / "hls", info=info, on_progress=progress.transcoding
+                source,
+                workdir / "hls",
+                info=info,
+                on_progress=progress.transcoding,
+                segment_seconds=segment_seconds(),
             )
         except transcode.TranscodeError as exc:
             logger.info("Video %s failed: %s", video.pk, exc.reason)
@@ -282,6 +295,9 @@ def _transcode_claimed(
     if progress.echo:
         progress.echo(100)
     _delete_other_runs(storage, video, keep=prefix)
+    from .watermark.services import video_watermark_after_transcode
+
+    video_watermark_after_transcode(video_id=video.pk)
     logger.info(
         "Video %s ready: %s in %.1f s",
         video.pk,

@@ -46,6 +46,44 @@ def video_transcode(self, video_id: int) -> str:
         raise
 
 
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=8,
+    soft_time_limit=TRANSCODE_TIME_LIMIT,
+    time_limit=TRANSCODE_TIME_LIMIT + 300,
+)
+def video_watermark(self, video_id: int) -> str:
+    """The B variant of a video with the forensic watermark on (media/watermark/)."""
+    from .watermark import services as watermark_services
+
+    try:
+        return watermark_services.video_watermark_run(video_id=video_id)
+    except services.VideoBusy as exc:
+        # The transcode (or another run) holds the video: it is usually almost done.
+        if self.request.retries >= self.max_retries:
+            return "busy"
+        raise self.retry(exc=exc, countdown=30) from exc
+    except services.VideoStorageUnavailable as exc:
+        if self.request.retries >= self.max_retries:
+            watermark_services.video_watermark_record_failure(video_id=video_id, reason=str(exc))
+            return "failed"
+        raise self.retry(exc=exc, countdown=min(30 * 2**self.request.retries, 1800)) from exc
+    except SoftTimeLimitExceeded:
+        watermark_services.video_watermark_record_failure(
+            video_id=video_id,
+            reason=f"The watermark took longer than {TRANSCODE_TIME_LIMIT // 60} minutes.",
+        )
+        return "failed"
+    except Exception as exc:
+        watermark_services.video_watermark_record_failure(
+            video_id=video_id,
+            reason=f"The watermark failed unexpectedly ({type(exc).__name__}).",
+        )
+        raise
+
+
 @shared_task
 def video_requeue_stale() -> int:
     return services.video_requeue_stale()

@@ -236,19 +236,57 @@ def output_frame_rate(info: SourceInfo) -> float:
     return rate
 
 
+@dataclass(frozen=True)
+class Mark:
+    """The forensic mark of a B variant: `strength` luma levels added to one cell of a
+    GRID x GRID division of the picture (column, row), in every rendition after scaling,
+    so each rendition's B differs from its A only there (media/watermark/)."""
+
+    column: int
+    row: int
+    strength: int = 2
+    grid: int = 5
+
+    def filter(self, label: str) -> str:
+        """Filter-graph text turning stream [label] into [label] marked (yuv420p in/out)."""
+        g, c, r = self.grid, self.column, self.row
+        return (
+            f"[{label}]split[{label}a][{label}b];"
+            f"[{label}b]crop=w=trunc(iw/{g}/2)*2:h=trunc(ih/{g}/2)*2:"
+            f"x=trunc(iw*{c}/{g}/2)*2:y=trunc(ih*{r}/{g}/2)*2,"
+            f"lutyuv=y=clip(val+{self.strength}\\,0\\,255)[{label}c];"
+            f"[{label}a][{label}c]overlay=x=trunc(W*{c}/{g}/2)*2:y=trunc(H*{r}/{g}/2)*2:"
+            f"format=yuv420,format=yuv420p"
+        )
+
+
 def hls_command(
-    source: Path, folder: Path, info: SourceInfo, plans: list[RenditionPlan]
+    source: Path,
+    folder: Path,
+    info: SourceInfo,
+    plans: list[RenditionPlan],
+    *,
+    segment_seconds: int = SEGMENT_SECONDS,
+    mark: Mark | None = None,
 ) -> list[str]:
-    """The one ffmpeg command that writes every rendition's playlist and segments."""
+    """The one ffmpeg command that writes every rendition's playlist and segments.
+
+    With `mark`, the same encode (same keyframes, segments and codec parameters, so the
+    same init segment) of the B variant: the mark is drawn after scaling, nothing else
+    in the graph changes.
+    """
     rate = output_frame_rate(info)
-    gop = max(1, round(rate * SEGMENT_SECONDS))
+    gop = max(1, round(rate * segment_seconds))
     fps_filter = f"fps={rate:.6g}," if rate != info.frame_rate else ""
     labels = [f"[s{i}]" for i in range(len(plans))]
     graph = [f"[0:v:0]{fps_filter}split={len(plans)}{''.join(labels)}"]
     for i, plan in enumerate(plans):
-        graph.append(
-            f"[s{i}]scale={plan.width}:{plan.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]"
-        )
+        scaled = f"[s{i}]scale={plan.width}:{plan.height}:flags=bicubic,setsar=1,format=yuv420p"
+        if mark is None:
+            graph.append(f"{scaled}[v{i}]")
+        else:
+            graph.append(f"{scaled}[u{i}]")
+            graph.append(f"{mark.filter(f'u{i}')}[v{i}]")
     command = [
         FFMPEG,
         "-hide_banner",
@@ -285,7 +323,7 @@ def hls_command(
         "-sc_threshold",
         "0",
         "-force_key_frames",
-        f"expr:gte(t,n_forced*{SEGMENT_SECONDS})",
+        f"expr:gte(t,n_forced*{segment_seconds})",
     ]
     for i, plan in enumerate(plans):
         command += [
@@ -308,7 +346,7 @@ def hls_command(
         "-f",
         "hls",
         "-hls_time",
-        str(SEGMENT_SECONDS),
+        str(segment_seconds),
         "-hls_playlist_type",
         "vod",
         "-hls_segment_type",
@@ -498,6 +536,8 @@ def transcode_to_hls(
     *,
     info: SourceInfo | None = None,
     on_progress: Callable[[float], None] = lambda fraction: None,
+    segment_seconds: int = SEGMENT_SECONDS,
+    mark: Mark | None = None,
 ) -> HlsResult:
     """Write the poster, every rendition and the master playlist into `folder`.
 
@@ -510,9 +550,10 @@ def transcode_to_hls(
     folder.mkdir(parents=True, exist_ok=True)
     for plan in plans:
         (folder / plan.name).mkdir(exist_ok=True)
-    make_poster(source, folder / POSTER_NAME, info)
+    if mark is None:
+        make_poster(source, folder / POSTER_NAME, info)
     _run_with_progress(
-        hls_command(source, folder, info, plans),
+        hls_command(source, folder, info, plans, segment_seconds=segment_seconds, mark=mark),
         duration=info.duration,
         on_progress=on_progress,
         source=source,
@@ -529,7 +570,7 @@ def transcode_to_hls(
     return HlsResult(
         folder=folder,
         renditions=renditions,
-        poster=POSTER_NAME,
+        poster=POSTER_NAME if mark is None else None,
         seconds_spent=time.monotonic() - started,
     )
 

@@ -14,12 +14,15 @@ from django.http import FileResponse, Http404, HttpResponse, HttpResponseRedirec
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_safe
 
+from core.http import client_ip
+
 from . import playlists
 from .access import can_view_video
 from .exceptions import DeliveryError
 from .models import Video
 from .services import CONTENT_TYPES
 from .storage import is_s3, protected_storage
+from .watermark.services import video_delivery_ensure
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 
@@ -43,8 +46,22 @@ def _video_for(request, uid: uuid.UUID) -> Video:
 
 
 def _ready_or_404(video: Video) -> None:
-    if video.status != Video.Status.READY or not video.renditions:
+    # A watermarked video is not ready until its B variant is: it never streams unmarked.
+    if not video.is_playable:
         raise Http404("This video is not ready yet.")
+
+
+def _codeword(request, video: Video) -> str | None:
+    """The viewer's A/B codeword for a marked video (made on first request), else None."""
+    if not video.is_marked:
+        return None
+    delivery = video_delivery_ensure(
+        video=video,
+        user=request.user,
+        ip_address=client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+    )
+    return delivery.codeword
 
 
 @require_safe
@@ -53,6 +70,8 @@ def video_master(request, uid: uuid.UUID):
     if not can_view_video(request.user, video):
         return _forbidden()
     _ready_or_404(video)
+    # The ledger row is written here, at the first playlist a viewer asks for.
+    _codeword(request, video)
     body = playlists.master_for_viewer(video=video, user_id=_viewer_id(request))
     return _private(HttpResponse(body, content_type=PLAYLIST_TYPE))
 
@@ -73,7 +92,11 @@ def video_rendition(request, uid: uuid.UUID, rendition: str):
     if found is None:
         raise Http404("No such rendition.")
     body = playlists.rendition_for_viewer(
-        storage=protected_storage(), video=video, rendition=found, user_id=_viewer_id(request)
+        storage=protected_storage(),
+        video=video,
+        rendition=found,
+        user_id=_viewer_id(request),
+        codeword=_codeword(request, video),
     )
     return _private(HttpResponse(body, content_type=PLAYLIST_TYPE))
 
@@ -125,11 +148,11 @@ def video_status(request, uid: uuid.UUID):
     if not can_view_video(request.user, video):
         return _forbidden()
     data = {
-        "status": video.status,
-        "status_label": str(video.get_status_display()),
-        "progress": video.progress,
-        "ready": video.status == Video.Status.READY,
+        "status": video.playback_status,
+        "status_label": video.playback_status_label,
+        "progress": video.playback_progress,
+        "ready": video.is_playable,
     }
-    if request.user.is_staff and video.error:
-        data["error"] = video.error
+    if request.user.is_staff and video.playback_error:
+        data["error"] = video.playback_error
     return _private(JsonResponse(data))

@@ -15,7 +15,8 @@ from wagtail.snippets.views import snippets as snippet_views
 from wagtail.snippets.views.snippets import SnippetViewSet
 
 from . import services
-from .models import Video
+from .models import Video, WatermarkStatus
+from .watermark.services import video_watermark_switch
 
 
 def duration_display(video: Video) -> str:
@@ -49,22 +50,39 @@ class ProgressColumn(Column):
         return context
 
 
+class WatermarkColumn(Column):
+    cell_template_name = "media/admin/watermark_cell.html"
+
+    def get_cell_context_data(self, instance, parent_context):
+        context = super().get_cell_context_data(instance, parent_context)
+        context["video"] = instance
+        return context
+
+
 class VideoCreateView(snippet_views.CreateView):
     def save_instance(self):
         video = super().save_instance()
         services.video_upload_received(video=video)
+        if video.forensic_watermark:
+            video_watermark_switch(video=video, enabled=True)
         return video
 
 
 class VideoEditView(snippet_views.EditView):
     def save_instance(self):
         # Only the form's fields: a transcode may be writing status and progress now.
-        old_source = Video.objects.filter(pk=self.object.pk).values_list("source", flat=True).get()
+        old_source, old_watermark = (
+            Video.objects.filter(pk=self.object.pk)
+            .values_list("source", "forensic_watermark")
+            .get()
+        )
         video = self.form.save(commit=False)
         video.save(update_fields=["title", "source", "updated_at"])
         log(instance=video, action="wagtail.edit", user=self.request.user)
         if video.source.name != old_source:
             services.video_source_replaced(video=video, old_source_name=old_source)
+        if video.forensic_watermark != old_watermark:
+            video = video_watermark_switch(video=video, enabled=video.forensic_watermark)
         return video
 
 
@@ -79,6 +97,7 @@ class VideoInspectView(snippet_views.InspectView):
     template_name = "media/admin/video_inspect.html"
     field_labels = {
         "duration_seconds": _("Duration"),
+        "watermark_status": _("Forensic watermark"),
         "width": _("Size"),
         "processed_at": _("Processed"),
         "created_at": _("Uploaded"),
@@ -95,6 +114,27 @@ class VideoInspectView(snippet_views.InspectView):
             return f"{video.width} × {video.height}" if video.width else "—"
         if field_name == "progress":
             return f"{video.progress}%"
+        if field_name == "watermark_status":
+            if not video.forensic_watermark:
+                return _("Off")
+            label = str(video.get_watermark_status_display())
+            if video.watermark_status == WatermarkStatus.PROCESSING:
+                return f"{label} — {video.watermark_progress}%"
+            if video.watermark_status == WatermarkStatus.FAILED:
+                return f"{label}: {video.watermark_error}"
+            if video.is_marked:
+                info = video.watermark
+                viewers = video.deliveries.count()
+                return _(
+                    "Ready: %(segments)s segments of %(seconds)s s, mark in cell %(cell)s; "
+                    "%(viewers)s viewers in the ledger"
+                ) % {
+                    "segments": info["segments"],
+                    "seconds": info["segment_seconds"],
+                    "cell": "{},{}".format(*info["cell"]),
+                    "viewers": viewers,
+                }
+            return label
         value = super().get_field_display_value(field_name, field)
         return "—" if value is None or value == "" else value
 
@@ -119,7 +159,7 @@ class VideoViewSet(SnippetViewSet):
     edit_view_class = VideoEditView
     delete_view_class = VideoDeleteView
     inspect_view_class = VideoInspectView
-    panels = [FieldPanel("title"), FieldPanel("source")]
+    panels = [FieldPanel("title"), FieldPanel("source"), FieldPanel("forensic_watermark")]
     search_fields = ["title"]
     search_backend_name = None
     ordering = "-created_at"
@@ -136,9 +176,10 @@ class VideoViewSet(SnippetViewSet):
         ProgressColumn("progress", label=_("Progress"), width="14%"),
         Column("duration", label=_("Duration"), accessor=duration_display),
         Column("renditions", label=_("Renditions"), accessor=renditions_display),
+        WatermarkColumn("watermark_status", label=_("Forensic watermark")),
         DateColumn("created_at", label=_("Uploaded"), sort_key="created_at"),
     ]
-    list_filter = ["status"]
+    list_filter = ["status", "forensic_watermark"]
     inspect_view_fields = [
         "title",
         "status",
@@ -146,6 +187,7 @@ class VideoViewSet(SnippetViewSet):
         "duration_seconds",
         "width",
         "renditions",
+        "watermark_status",
         "created_at",
         "processed_at",
     ]

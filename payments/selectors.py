@@ -11,7 +11,7 @@ from . import exceptions
 from .models import Entitlement, Offer, Order, Price, Product
 
 # Where a product's own page hangs: a CoursePage links its product one-to-one.
-PRODUCT_PAGE_ATTRS = ("course_page",)
+PRODUCT_PAGE_ATTRS = ("course_page", "webinar_page")
 
 
 def product_page_url(product: Product) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import environ
 
+from core import csp as _csp
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(environ.Env().str("LODESTONE_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -33,6 +35,7 @@ INSTALLED_APPS = [
     "funnels",
     "courses",
     "payments",
+    "webinars",
     "media.apps.MediaConfig",
     "wagtail.contrib.forms",
     "wagtail.contrib.routable_page",
@@ -51,6 +54,7 @@ INSTALLED_APPS = [
     "taggit",
     "allauth",
     "allauth.account",
+    "csp",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -60,7 +64,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so it sees every cookie the others set: who may cache the response.
+    "core.cache_policy.CachePolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "core.csp.SiteCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -238,6 +245,8 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = str(VAR_DIR / "mail")
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+# Seconds a worker's claim on an outbox email lasts before another may send it (core.services).
+EMAIL_SEND_LEASE = env.int("LODESTONE_EMAIL_SEND_LEASE", default=300)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Lodestone <hello@localhost>")
 SERVER_EMAIL = env.str("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = ""
@@ -249,6 +258,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_QUEUE_DIR = VAR_DIR / "celery"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # visibility_timeout outlasts the longest task: see VIDEO_TRANSCODE_TIME_LIMIT below.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
     CELERY_BROKER_URL = "filesystem://"
@@ -277,7 +287,12 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # --- Cache ------------------------------------------------------------------------
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            # Fails open: a Redis outage drops cached values, never a sign-up (core/cache.py).
+            "BACKEND": "core.cache.FailOpenRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
         if REDIS_URL
         else {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -323,9 +338,24 @@ DRIP_WARMUP_FACTOR = env.float("LODESTONE_DRIP_WARMUP_FACTOR", default=2.0)
 DRIP_UNSUBSCRIBE_MAILTO = env.str("LODESTONE_UNSUBSCRIBE_MAILTO", default="")
 # Postmark webhooks at /f/esp/postmark/tracking/ and /f/esp/postmark/inbound/ (basic auth).
 ANYMAIL = {"WEBHOOK_SECRET": env.str("ANYMAIL_WEBHOOK_SECRET", default="")}
+# POSTMARK_SERVER_TOKEN sends all email through Postmark's API (django-anymail) instead of
+# EMAIL_URL. Marketing email (broadcasts and sequence steps) then goes out on Postmark's
+# broadcast message stream, transactional email on the server's default stream.
+if env.str("POSTMARK_SERVER_TOKEN", default=""):
+    EMAIL_BACKEND = "anymail.backends.postmark.EmailBackend"
+    ANYMAIL["POSTMARK_SERVER_TOKEN"] = env.str("POSTMARK_SERVER_TOKEN")
+POSTMARK_BROADCAST_STREAM = env.str("LODESTONE_POSTMARK_BROADCAST_STREAM", default="broadcast")
 # Video (HLS): signed segment URLs expire this long after a viewer would reach them.
 PROTECTED_VIDEO_URL_TTL = env.int("LODESTONE_PROTECTED_VIDEO_URL_TTL", default=120)
 VIDEO_TRANSCODE_TIME_LIMIT = env.int("LODESTONE_VIDEO_TRANSCODE_TIME_LIMIT", default=4 * 3600)
+# HLS segment length of new transcodes; a forensic watermark needs 36 segments (media/watermark).
+VIDEO_SEGMENT_SECONDS = env.int("LODESTONE_VIDEO_SEGMENT_SECONDS", default=6)
+if REDIS_URL:
+    # Redis gives a task that is not acknowledged (acks_late) within visibility_timeout to
+    # another worker, which would start a second transcode of a long video mid-run.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = (
+        max(CELERY_TASK_TIME_LIMIT, VIDEO_TRANSCODE_TIME_LIMIT + 300) + 3600
+    )
 # The admin would load avatars from gravatar.com: no outbound requests from our pages.
 WAGTAIL_GRAVATAR_PROVIDER_URL = None
 
@@ -344,6 +374,54 @@ CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "SAMEORIGIN"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+
+# Content-Security-Policy (django-csp, core/csp.py): the admin gets its own, wider policy.
+# Presigned S3 URLs (video segments, posters, downloads) and a CDN for public images
+# are allowed by origin, derived from the storage settings above.
+_csp_storage_origins = _csp.s3_origins(
+    bucket=AWS_STORAGE_BUCKET_NAME,
+    endpoint_url=env.str("AWS_S3_ENDPOINT_URL", default=None),
+    region=env.str("AWS_S3_REGION_NAME", default="us-east-1"),
+    custom_domain=env.str("AWS_PUBLIC_CUSTOM_DOMAIN", default=None),
+)
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": _csp.site_policy(
+        storage_origins=_csp_storage_origins,
+        stripe_api_base=env.str("STRIPE_API_BASE", default=""),
+        frame_origins=env.list("LODESTONE_CSP_FRAME_ORIGINS", default=_csp.DEFAULT_FRAME_ORIGINS),
+    )
+}
+LODESTONE_ADMIN_CSP = _csp.admin_policy(CONTENT_SECURITY_POLICY["DIRECTIVES"])
+LODESTONE_ADMIN_PATH_PREFIX = "/admin/"
+
+# --- Edge caching of public pages (core/cache_policy.py, infra/nginx/lodestone.conf) -------
+# Anonymous visitors get these page types with `public, max-age, s-maxage`; everything
+# else is `private, no-store` unless its view says otherwise. Browsers revalidate
+# (max-age 0): a purge reaches nginx or the CDN, not a browser's own copy.
+EDGE_CACHE_PAGE_MODELS = env.list(
+    "LODESTONE_EDGE_CACHE_PAGE_MODELS",
+    default=[
+        "core.HomePage",
+        "funnels.LandingPage",
+        "courses.CourseCatalogPage",
+        "courses.CoursePage",
+        "webinars.WebinarPage",
+    ],
+)
+EDGE_CACHE_MAX_AGE = env.int("LODESTONE_EDGE_CACHE_MAX_AGE", default=0)
+EDGE_CACHE_S_MAXAGE = env.int("LODESTONE_EDGE_CACHE_S_MAXAGE", default=600)
+# Purge on publish: Wagtail's frontend cache sends PURGE to nginx's cache-purge location
+# (one per language variant). Off unless LODESTONE_FRONTEND_CACHE_PURGE_URL is set,
+# e.g. http://127.0.0.1:8081 (the purge listener in infra/nginx/lodestone.conf).
+FRONTEND_CACHE_PURGE_URL = env.str("LODESTONE_FRONTEND_CACHE_PURGE_URL", default="")
+INSTALLED_APPS.append("wagtail.contrib.frontend_cache")  # purges only with a backend below
+if FRONTEND_CACHE_PURGE_URL:
+    WAGTAILFRONTENDCACHE = {
+        "nginx": {
+            "BACKEND": "core.frontend_cache.NginxPurgeBackend",
+            "LOCATION": FRONTEND_CACHE_PURGE_URL,
+        }
+    }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 LOGGING = {
@@ -363,6 +441,7 @@ CELERY_BEAT_SCHEDULE = {
     # Catches webhooks Stripe never delivered (or we never stored): last 3 days, hourly.
     "drip-schedule": {"task": "funnels.tasks_sequences.drip_schedule", "schedule": 60.0},
     "video-requeue-stale": {"task": "media.tasks.video_requeue_stale", "schedule": 300.0},
+    "webinar-reminders": {"task": "webinars.tasks.webinar_reminders_send", "schedule": 60.0},
     "stripe-reconcile-recent": {
         "task": "payments.tasks.stripe_reconcile_recent",
         "schedule": 3600.0,

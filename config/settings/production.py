@@ -40,3 +40,6 @@ TRUSTED_PROXY_COUNT = env.int("LODESTONE_TRUSTED_PROXY_COUNT", default=1)
 PROTECTED_SERVE_METHOD = env.str("LODESTONE_PROTECTED_SERVE", default="nginx")
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DJANGO_CONN_MAX_AGE", default=60)  # noqa: F405
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # noqa: F405
+# Behind HTTPS every http:// subresource would be mixed content: the browser upgrades it.
+CONTENT_SECURITY_POLICY["DIRECTIVES"]["upgrade-insecure-requests"] = True  # noqa: F405
+LODESTONE_ADMIN_CSP["upgrade-insecure-requests"] = True  # noqa: F405

@@ -1,8 +1,8 @@
 """Turn a step or broadcast into a multipart email for one subscriber.
 
 Creators write plain text with Django template placeholders ({{ first_name }}). It is
-compiled once per step and batch by an engine with no loaders and no extra tag libraries,
-then rendered per subscriber. The HTML part is built from the same text (escaped, with
+compiled once per text and process (cached by the text itself) by an engine with no
+loaders and no extra tag libraries, then rendered per subscriber. The HTML part is built from the same text (escaped, with
 paragraphs and links), so both parts always say the same thing. The brand layout around
 it is rendered once per batch with markers, and each message only fills the markers in:
 the layout costs one Django template render per batch instead of one per email.
@@ -12,6 +12,8 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from types import SimpleNamespace
 
 from django.template import Context, Engine, TemplateSyntaxError
 from django.template.loader import render_to_string
@@ -67,6 +69,39 @@ def compile_email(obj) -> CompiledEmail:
         button_label=obj.button_label or "",
         button_url=obj.button_url or "",
     )
+
+
+@lru_cache(maxsize=512)
+def _compiled(
+    subject: str, preheader: str, body: str, button_label: str, button_url: str
+) -> CompiledEmail | RenderError:
+    try:
+        return compile_email(
+            SimpleNamespace(
+                subject=subject,
+                preheader=preheader,
+                body=body,
+                button_label=button_label,
+                button_url=button_url,
+            )
+        )
+    except RenderError as exc:
+        return exc
+
+
+def compiled(obj) -> CompiledEmail:
+    """compile_email, cached per process by the text itself: every batch of a step reuses
+    one compilation, and an edit (new text) is compiled afresh without any invalidation."""
+    result = _compiled(
+        obj.subject or "",
+        obj.preheader or "",
+        obj.body or "",
+        obj.button_label or "",
+        obj.button_url or "",
+    )
+    if isinstance(result, RenderError):
+        raise RenderError(str(result))
+    return result
 
 
 def sample_values() -> dict[str, str]:

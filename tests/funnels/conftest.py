@@ -72,3 +72,12 @@ def landing_page(magnet):
 @pytest.fixture
 def form_id(landing_page):
     return next(iter(landing_page.optin_forms()))
+
+
+@pytest.fixture
+def client():
+    # Browsers name the page's origin on every POST; the opt-in form, on edge-cached
+    # pages without a CSRF token, is checked by it (core/csrf.py).
+    from django.test import Client
+
+    return Client(headers={"Origin": "http://testserver"})

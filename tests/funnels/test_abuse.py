@@ -48,7 +48,12 @@ def test_one_address_is_limited_across_ips(landing_page, form_id):
     url = subscribe_url(landing_page, form_id)
     statuses = [
         Client(REMOTE_ADDR=f"198.51.100.{i}")
-        .post(url, form_data("target@lodestone-mail.fi"), HTTP_ACCEPT="application/json")
+        .post(
+            url,
+            form_data("target@lodestone-mail.fi"),
+            HTTP_ACCEPT="application/json",
+            HTTP_ORIGIN="http://testserver",
+        )
         .status_code
         for i in range(7)
     ]

@@ -63,7 +63,8 @@ def run_queued(callbacks, task) -> list:
         if isinstance(cb, functools.partial)
         and getattr(getattr(cb.func, "__self__", None), "name", None) == task.name
     ]
-    return [task.apply(args=cb.args, kwargs=cb.keywords).get() for cb in calls]
+    # OutboxTask queues partial(_publish_or_log, args, kwargs): the task's own arguments.
+    return [task.apply(args=cb.args[0], kwargs=cb.args[1]).get() for cb in calls]
 
 
 # --- Addressing members ---------------------------------------------------------------------

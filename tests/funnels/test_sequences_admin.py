@@ -206,6 +206,23 @@ def test_a_subscribers_timeline_lists_enrolment_emails_and_exits_in_order(creato
     assert "Unsubscribed" in page
 
 
+def test_a_subscribers_page_shows_their_sequences_and_links_to_their_timeline(creator_client):
+    sequence = make_sequence("رحلة الإطلاق")
+    leila = confirmed("leila@lodestone-mail.fi")
+    services.enrolment_start(
+        sequence=sequence, subscriber=leila, source="optin", now=at("2026-03-02 10:00")
+    )
+    timeline = reverse("funnels_sequences:timeline", args=[leila.pk])
+
+    page = creator_client.get(reverse("subscribers:inspect", args=[leila.pk])).content.decode()
+
+    assert page.count(f'href="{timeline}"') == 2  # the header button and the section's link
+    assert "<bdi>رحلة الإطلاق</bdi>" in page
+    assert "Welcome, {{ first_name|default:&#x27;friend&#x27; }}" in page  # the next email
+    back = creator_client.get(timeline).content.decode()
+    assert f'href="{reverse("subscribers:inspect", args=[leila.pk])}"' in back
+
+
 def test_people_without_subscriber_access_cannot_see_timelines_or_reports(client, landing_page):
     editor = User.objects.create_user("editor@example.com", "a-long pass phrase")
     from django.contrib.auth.models import Permission

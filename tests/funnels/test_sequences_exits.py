@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from funnels import services as funnel_services
-from funnels.models import DripDelivery, Enrolment, Subscriber
+from funnels.models import DripDelivery, Enrolment, SequenceStep, Subscriber
 from funnels.sequences import services
 from funnels.sequences.selectors import step_figures
 from tests.payments.conftest import (  # noqa: F401 (fixtures, by name)
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.django_db
 TRACKING = "/f/esp/postmark/tracking/"
 INBOUND = "/f/esp/postmark/inbound/"
 SECRET = "postmark:s3cret-webhook-pass"
+SUBJECTS = ("Welcome, Leila", "The one mistake", "Doors are open")
 
 
 @pytest.fixture(autouse=True)
@@ -237,3 +238,72 @@ def test_a_buyer_whose_purchase_signal_was_missed_is_still_not_sold_to(
     delivery = DripDelivery.objects.get()
     assert delivery.status == DripDelivery.Status.CANCELLED
     assert Enrolment.objects.get().exit_reason == "purchased"
+
+
+def test_buying_a_product_enrols_the_buyer_in_the_sequence_that_follows_it(
+    sx, webhook, django_capture_on_commit_callbacks
+):
+    offer = make_offer("launch-course")
+    onboarding = make_sequence("Onboarding", steps=[("content", 0, 0, "Start here", "Hi")])
+    onboarding.enrol_products.set(offer.products.all())
+    leila = confirmed("leila@lodestone-mail.fi")
+
+    sx.complete_checkout(buy(Client(), offer), email=leila.email, name="Leila Ahmadi")
+    with django_capture_on_commit_callbacks(execute=True):
+        sx.deliver_pending()
+
+    enrolment = Enrolment.objects.get(subscriber=leila)
+    assert (enrolment.sequence, enrolment.source) == (onboarding, "purchase")
+    run_due(at("2099-03-02 10:00"))
+    assert [m.subject for m in sent_to(leila.email) if m.subject == "Start here"] == ["Start here"]
+
+
+def test_a_step_for_owners_of_a_product_is_skipped_and_the_sequence_goes_on(
+    sx, webhook, django_capture_on_commit_callbacks
+):
+    bump = make_offer("checklist-bump")
+    sequence, leila = enrolled()
+    SequenceStep.objects.filter(sequence=sequence, subject="The one mistake").update(
+        skip_if_owns=bump.products.get()
+    )
+    sx.complete_checkout(buy(Client(), bump), email=leila.email, name="Leila Ahmadi")
+    with django_capture_on_commit_callbacks(execute=True):
+        sx.deliver_pending()
+
+    for day in range(2, 8):
+        run_due(at(f"2026-03-0{day} 12:00"))
+
+    sequence_mail = [m.subject for m in sent_to(leila.email) if m.subject in SUBJECTS]
+    assert sequence_mail == ["Welcome, Leila", "Doors are open"]
+    skipped = DripDelivery.objects.get(status=DripDelivery.Status.SKIPPED)
+    assert (skipped.step.subject, skipped.note) == (
+        "The one mistake",
+        "Owns the product this step skips for.",
+    )
+    assert Enrolment.objects.get().status == Enrolment.Status.COMPLETED
+
+
+def test_the_app_config_connects_the_receivers_purchases_tags_and_webhooks_reach():
+    from anymail.signals import inbound, tracking
+    from django.apps import apps
+    from django.db.models.signals import m2m_changed
+
+    from funnels.models import SubscriberTag
+    from payments.signals import purchase_completed
+
+    receivers = [
+        (purchase_completed, None, "funnels.sequences.purchase_completed"),
+        (m2m_changed, SubscriberTag, "funnels.sequences.subscriber_tags"),
+        (tracking, None, "funnels.sequences.esp_tracking"),
+        (inbound, None, "funnels.sequences.esp_inbound"),
+    ]
+    # Connected at start-up: each one is there to take away...
+    for signal, sender, uid in receivers:
+        assert signal.disconnect(sender=sender, dispatch_uid=uid), uid
+
+    apps.get_app_config("funnels").ready()
+
+    # ...and FunnelsConfig.ready() is what puts them back.
+    for signal, sender, uid in receivers:
+        assert signal.disconnect(sender=sender, dispatch_uid=uid), uid
+    apps.get_app_config("funnels").ready()

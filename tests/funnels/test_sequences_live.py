@@ -204,12 +204,13 @@ def test_two_schedulers_and_two_workers_racing_send_each_email_exactly_once(
     first, second = run_at_once(schedule, schedule)
 
     assert first.claimed + second.claimed == len(people)
-    claimed = [i for r in (first, second) for _t, ids in r.batches for i in ids]
+    claimed = [e for r in (first, second) for batch in r.batches for e, _step in batch.enrolments]
     assert len(claimed) == len(set(claimed)) == len(people)
-    # Every batch is published twice, as a broker redelivery would: both workers get copies.
-    for token, ids in first.batches + second.batches:
+    # Every batch is published twice, as a broker redelivery would: both workers get copies,
+    # and both try to write the batch's delivery rows.
+    for batch in first.batches + second.batches:
         for _copy in range(2):
-            drip_send_batch.delay(ids, token, now.isoformat())
+            drip_send_batch.delay([], batch.token, now.isoformat(), enrolments=batch.enrolments)
     wait_until(
         lambda: DripDelivery.objects.filter(status=DripDelivery.Status.SENT).count() == len(people),
         timeout=60,
@@ -269,8 +270,12 @@ def test_a_worker_killed_mid_send_leaves_its_claim_to_be_taken_over_after_the_ti
             log_path=harness_log_dir / "celery-worker-doomed.log",
         ) as doomed:
             result = scheduler.drip_schedule_due(now=now, dispatch=False)
-            [(token, ids)] = result.batches
-            drip_send_batch.apply_async((ids, token, now.isoformat()), queue=queue)
+            [batch] = result.batches
+            drip_send_batch.apply_async(
+                ([], batch.token, now.isoformat()),
+                {"enrolments": batch.enrolments},
+                queue=queue,
+            )
             assert stalling.holding.wait(30), "the doomed worker reached the third email"
 
             os.killpg(doomed.server.proc.pid, signal.SIGKILL)

@@ -110,6 +110,61 @@ def test_a_sequence_email_is_multipart_with_one_click_unsubscribe_and_the_postal
     assert enrolment.last_step.subject.startswith("Welcome")
 
 
+def test_a_batch_costs_one_statement_per_email_whatever_its_size(settings, monkeypatch):
+    """Everything but the per-email "sent" record is loaded and written per batch: the
+    rows, their steps, suppressions, purchases, tags, the delivery rows themselves."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.DRIP_WARMUP_PER_HOUR = 0
+    sequence = make_sequence()
+    people = [confirmed(f"r{i}@d{i % 3}.lodestone-mail.fi", name=f"R{i}") for i in range(30)]
+    for person in people:
+        services.enrolment_start(
+            sequence=sequence, subscriber=person, source="admin", now=at("2026-03-02 10:00")
+        )
+    claim = scheduler.drip_schedule_due(now=at("2026-03-02 10:00"), dispatch=False)
+    [batch] = claim.batches
+    records = []
+    record = sending._SentRecorder.send
+    monkeypatch.setattr(
+        sending._SentRecorder,
+        "send",
+        lambda self, sql, params: records.append(params["id"]) or record(self, sql, params),
+    )
+
+    def send(pairs) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            result = sending.deliveries_send(
+                enrolments=pairs, token=batch.token, now=at("2026-03-02 10:00")
+            )
+        assert result.sent == len(pairs)
+        return len(queries)
+
+    small, large = send(batch.enrolments[:5]), send(batch.enrolments[5:])
+
+    # The "sent" records go to PostgreSQL past Django's cursor (sending._SentRecorder);
+    # every other statement is per batch.
+    assert large == small
+    assert len(records) == len(set(records)) == 30
+    assert DripDelivery.objects.filter(status=DripDelivery.Status.SENT).count() == 30
+
+
+def test_a_sent_record_the_database_refuses_is_raised_and_the_connection_goes_on():
+    from django.db import DatabaseError, transaction
+
+    recorder = sending._SentRecorder()
+    with pytest.raises(DatabaseError, match="Recording a sent email failed"):
+        with transaction.atomic():
+            recorder.send(
+                "UPDATE funnels_dripdelivery SET attempts = %(n)s WHERE id = %(id)s",
+                {"n": "many", "id": 1},
+            )
+            recorder.collect()
+
+    assert DripDelivery.objects.count() == 0  # the connection answers again
+
+
 # --- Tracking ------------------------------------------------------------------------------
 
 
@@ -145,6 +200,25 @@ def test_a_click_is_counted_and_redirects_only_to_the_signed_destination(client)
         {"d": delivery.pk, "u": "javascript:alert(1)"}, salt=tracking.CLICK_SALT, compress=True
     )
     assert client.get(f"/f/c/{javascript}/").status_code == 400
+
+
+def test_email_links_are_signed_exactly_as_django_signs_them_with_the_current_secret(settings):
+    from django.core import signing
+
+    payload = {"d": 7, "u": "https://northwind.example/plan"}
+    token = tracking.dumps(payload, salt=tracking.CLICK_SALT, compress=True)
+    assert signing.loads(token, salt=tracking.CLICK_SALT) == payload
+    assert token.split(":")[-1] == signing.TimestampSigner(salt=tracking.CLICK_SALT).signature(
+        token.rsplit(":", 1)[0]
+    )
+    with pytest.raises(signing.BadSignature):
+        signing.loads(token, salt=tracking.OPEN_SALT)
+
+    settings.SECRET_KEY = "another-secret-" + "x" * 40
+    with pytest.raises(signing.BadSignature):
+        signing.loads(token, salt=tracking.CLICK_SALT)
+    fresh = tracking.dumps(payload, salt=tracking.CLICK_SALT, compress=True)
+    assert signing.loads(fresh, salt=tracking.CLICK_SALT) == payload
 
 
 def test_the_open_pixel_appears_only_when_switched_on_and_records_the_first_open(client):
@@ -324,16 +398,39 @@ def test_a_subscriber_who_unsubscribes_while_their_step_is_queued_is_not_sent_it
         sequence=sequence, subscriber=leila, source="admin", now=at("2026-03-02 10:00")
     )
     claim = scheduler.drip_schedule_due(now=at("2026-03-02 10:00"), dispatch=False)
-    [(token, ids)] = claim.batches
+    [batch] = claim.batches
 
     funnel_services.subscriber_unsubscribe(
         subscriber=leila, visitor=funnel_services.Visitor(), source="link"
     )
-    result = sending.deliveries_send(delivery_ids=ids, token=token, now=at("2026-03-02 10:00"))
+    result = sending.deliveries_send(
+        enrolments=batch.enrolments, token=batch.token, now=at("2026-03-02 10:00")
+    )
 
     assert result.sent == 0
     assert sent_to(leila.email) == []
     assert DripDelivery.objects.get().status == DripDelivery.Status.CANCELLED
+
+
+def test_a_subscriber_erased_after_the_claim_is_neither_sent_nor_an_error():
+    sequence = make_sequence()
+    leila = confirmed("leila@lodestone-mail.fi")
+    aino = confirmed("aino@lodestone-mail.fi", name="Aino")
+    for person in (leila, aino):
+        services.enrolment_start(
+            sequence=sequence, subscriber=person, source="admin", now=at("2026-03-02 10:00")
+        )
+    claim = scheduler.drip_schedule_due(now=at("2026-03-02 10:00"), dispatch=False)
+    [batch] = claim.batches
+
+    funnel_services.subscriber_erase(subscriber=leila)
+    result = sending.deliveries_send(
+        enrolments=batch.enrolments, token=batch.token, now=at("2026-03-02 10:00")
+    )
+
+    assert (result.sent, result.errors) == (1, [])
+    assert [a for m in mail.outbox for a in m.to] == ["aino@lodestone-mail.fi"]
+    assert DripDelivery.objects.count() == 1
 
 
 def test_a_repeated_send_task_sends_nothing_more():
@@ -343,10 +440,14 @@ def test_a_repeated_send_task_sends_nothing_more():
         sequence=sequence, subscriber=leila, source="admin", now=at("2026-03-02 10:00")
     )
     claim = scheduler.drip_schedule_due(now=at("2026-03-02 10:00"), dispatch=False)
-    [(token, ids)] = claim.batches
+    [batch] = claim.batches
 
-    first = sending.deliveries_send(delivery_ids=ids, token=token, now=at("2026-03-02 10:00"))
-    again = sending.deliveries_send(delivery_ids=ids, token=token, now=at("2026-03-02 10:00"))
+    def send():
+        return sending.deliveries_send(
+            enrolments=batch.enrolments, token=batch.token, now=at("2026-03-02 10:00")
+        )
+
+    first, again = send(), send()
 
     assert (first.sent, again.sent) == (1, 0)
     assert len(sent_to(leila.email)) == 1
@@ -621,3 +722,49 @@ def test_a_broadcast_reaches_its_segment_once_each_inside_their_own_window():
     broadcast.refresh_from_db()
     assert (broadcast.status, broadcast.recipients) == (Broadcast.Status.SENT, 2)
     assert untagged.drip_deliveries.count() == 0
+
+
+def test_a_broadcast_to_a_source_reaches_only_those_who_first_came_from_it(landing_page):
+    from funnels.models import LandingPage
+
+    webinar_page = landing_page
+    checklist_page = LandingPage(title="Checklist page", slug="checklist", body=landing_page.body)
+    webinar_page.add_child(instance=checklist_page)
+    checklist_page.save_revision().publish()
+
+    def sign_up(page, email, utm_source=""):
+        funnel_services.optin_submit(
+            landing_page=page,
+            form_id=next(iter(page.optin_forms())),
+            email=email,
+            name="Reader",
+            consent=True,
+            visitor=funnel_services.Visitor(time_zone="Europe/Helsinki"),
+            attribution=funnel_services.Attribution(utm_source=utm_source),
+        )
+
+    sign_up(webinar_page, "webinar@lodestone-mail.fi", utm_source="podcast")
+    sign_up(checklist_page, "checklist@lodestone-mail.fi", utm_source="podcast")
+    sign_up(checklist_page, "newsletter@lodestone-mail.fi", utm_source="newsletter")
+    # a later sign-up elsewhere does not change where someone first came from
+    sign_up(webinar_page, "checklist@lodestone-mail.fi")
+    Subscriber.objects.update(status=Subscriber.Status.CONFIRMED)  # as if each confirmed
+    by_page = Broadcast.objects.create(
+        name="Page", subject="For the webinar crowd", body="Hi", landing_page=webinar_page
+    )
+    by_utm = Broadcast.objects.create(
+        name="Podcast", subject="For podcast listeners", body="Hi", utm_source="podcast"
+    )
+    for broadcast in (by_page, by_utm):
+        services.broadcast_schedule(broadcast=broadcast, send_at=at("2026-06-10 09:00"))
+
+    run_due(at("2026-06-10 09:00"))
+
+    def recipients(subject):
+        return sorted(a for m in mail.outbox if m.subject == subject for a in m.to)
+
+    assert recipients("For the webinar crowd") == ["webinar@lodestone-mail.fi"]
+    assert recipients("For podcast listeners") == [
+        "checklist@lodestone-mail.fi",
+        "webinar@lodestone-mail.fi",
+    ]

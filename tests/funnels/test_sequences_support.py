@@ -80,12 +80,14 @@ def run_due(now: datetime.datetime, connection=None, **kwargs) -> list[sending.B
     """One scheduler pass at ``now``, its batches sent here rather than by a worker."""
     result = scheduler.drip_schedule_due(now=now, dispatch=False, **kwargs)
     outcomes = []
-    for token, ids in result.batches:
-        for start in range(0, len(ids), scheduler.TASK_SIZE):
+    size = scheduler.TASK_SIZE
+    for batch in result.batches:
+        for start in range(0, len(batch), size):
             outcomes.append(
                 sending.deliveries_send(
-                    delivery_ids=ids[start : start + scheduler.TASK_SIZE],
-                    token=token,
+                    delivery_ids=batch.delivery_ids[start : start + size],
+                    enrolments=batch.enrolments[start : start + size],
+                    token=batch.token,
                     now=now,
                     connection=connection,
                 )

@@ -20,6 +20,7 @@ class Command(BaseCommand):
                 "funnels",
                 "courses",
                 "payments",
+                "webinars",
                 "media",
             }:
                 continue

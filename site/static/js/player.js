@@ -282,12 +282,42 @@
     window.setTimeout(poll, STATUS_POLL_MS);
   }
 
+  // --- Forensic watermark: the viewer's email, moving over the picture -----------------
+  // A deterrent on screen (the A/B segments are the evidence). Every OVERLAY_MOVE_MS it
+  // jumps somewhere else, so no fixed crop or blur box hides it; full screen is taken by
+  // the figure rather than the bare <video>, so the overlay stays on the picture (iPhone
+  // Safari can only show the bare video full screen: there the overlay is off screen).
+
+  var OVERLAY_MOVE_MS = 5000;
+
+  function moveOverlay(root, overlay) {
+    var maxLeft = Math.max(0, root.clientWidth - overlay.offsetWidth);
+    var maxTop = Math.max(0, root.clientHeight - overlay.offsetHeight);
+    overlay.style.left = Math.round(maxLeft * (0.04 + Math.random() * 0.92)) + "px";
+    overlay.style.top = Math.round(maxTop * (0.04 + Math.random() * 0.92)) + "px";
+    root.setAttribute("data-overlay-moves", String(parseInt(root.getAttribute("data-overlay-moves") || "0", 10) + 1));
+  }
+
+  function setUpOverlay(root, video) {
+    var overlay = root.querySelector("[data-video-viewer]");
+    if (!overlay) return;
+    moveOverlay(root, overlay);
+    window.setInterval(function () { moveOverlay(root, overlay); }, OVERLAY_MOVE_MS);
+    document.addEventListener("fullscreenchange", function () {
+      if (document.fullscreenElement !== video || !root.requestFullscreen) return;
+      document.exitFullscreen().then(function () {
+        return root.requestFullscreen();
+      }).catch(function () {});
+    });
+  }
+
   function setUp(root) {
     if (root.lodestonePlayer) return;
     var serverTime = parseInt(root.getAttribute("data-server-time"), 10);
     if (serverTime) clockSkew = serverTime * 1000 - Date.now();
     var player = new Player(root);
     root.lodestonePlayer = player;
+    setUpOverlay(root, player.video);
     if (root.getAttribute("data-status") === "ready") player.start();
     else if (root.getAttribute("data-status") !== "failed") watchStatus(root, player);
   }
