@@ -154,13 +154,15 @@ def test_a_sent_record_the_database_refuses_is_raised_and_the_connection_goes_on
     from django.db import DatabaseError, transaction
 
     recorder = sending._SentRecorder()
-    with pytest.raises(DatabaseError, match="Recording a sent email failed"):
-        with transaction.atomic():
-            recorder.send(
-                "UPDATE funnels_dripdelivery SET attempts = %(n)s WHERE id = %(id)s",
-                {"n": "many", "id": 1},
-            )
-            recorder.collect()
+    with (
+        pytest.raises(DatabaseError, match="Recording a sent email failed"),
+        transaction.atomic(),
+    ):
+        recorder.send(
+            "UPDATE funnels_dripdelivery SET attempts = %(n)s WHERE id = %(id)s",
+            {"n": "many", "id": 1},
+        )
+        recorder.collect()
 
     assert DripDelivery.objects.count() == 0  # the connection answers again
 
