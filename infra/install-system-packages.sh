@@ -9,13 +9,14 @@
 #       starts the demo anyway, and the demo says what is missing.
 set -euo pipefail
 
-all=(chromium ffmpeg poppler-utils qpdf nginx-light make postgresql-client wrk)
+all=(chromium ffmpeg poppler-utils qpdf nginx-light libnginx-mod-http-cache-purge make postgresql-client wrk)
 
 # The command that shows a package is installed.
 command_of() {
     case "$1" in
         poppler-utils) echo pdftotext ;;
         nginx-light) echo nginx ;;
+        libnginx-mod-http-cache-purge) echo /usr/lib/nginx/modules/ngx_http_cache_purge_module.so ;;
         postgresql-client) echo psql ;;
         chromium | ffmpeg | qpdf | make | wrk) echo "$1" ;;
         *) return 1 ;;
@@ -35,7 +36,7 @@ for package in "${wanted[@]}"; do
         echo "install-system-packages.sh: unknown package $package (known: ${all[*]})" >&2
         exit 2
     fi
-    command -v "$program" >/dev/null || need+=("$package")
+    { [ -e "$program" ] || command -v "$program"; } >/dev/null || need+=("$package")
 done
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
