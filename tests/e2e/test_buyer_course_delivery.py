@@ -53,14 +53,6 @@ def server_storage(settings, django_server_env):
     forget_cached()
 
 
-@pytest.fixture
-def buyer_page(page):
-    yield page
-    # Stop the player before the database is flushed: a request still in flight would
-    # hold locks the flush's TRUNCATE waits for.
-    page.goto("about:blank")
-
-
 def _person(email: str, **names) -> User:
     user = User.objects.create_user(email, PASSWORD, **names)
     EmailAddress.objects.create(user=user, email=email, verified=True, primary=True)
@@ -79,9 +71,9 @@ def _path(url: str) -> str:
 
 
 def test_a_buyer_watches_completes_and_downloads_a_traceable_copy_that_no_one_else_gets(
-    web_server, buyer_page, browser, server_storage, django_server_env, tmp_path, tmp_path_factory
+    web_server, page, browser, server_storage, django_server_env, tmp_path, tmp_path_factory
 ):
-    page = buyer_page
+    page = page
     # given a course whose second lesson has a transcoded video and a worksheet PDF
     tree = course_tree_install(home_page_install(title="Northwind Academy"), with_download=True)
     lesson = tree.paid_lesson

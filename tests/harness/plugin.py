@@ -253,12 +253,44 @@ def browser_context(browser):
 
 
 @pytest.fixture
-def page(browser_context, request, tmp_path_factory):
+def page(browser_context, request, tmp_path_factory) -> Iterator:
     """A fresh page; on failure a full-page screenshot is saved and named in the report."""
     name = re.sub(r"[^\w.-]+", "_", request.node.name)[:120]
     screenshots = tmp_path_factory.getbasetemp() / "screenshots"
     request.node.stash[SCREENSHOT_PATH] = screenshots / f"{name}.png"
-    return browser_context.new_page()
+    page = browser_context.new_page()
+    yield page
+    if "web_server" in request.fixturenames and request.node.get_closest_marker("django_db"):
+        # Leave the page first: its pagehide handlers (the player's progress beacon)
+        # make a last request, and a server transaction still open when pytest-django
+        # flushes the database deadlocks the flush's TRUNCATE.
+        try:
+            page.goto("about:blank")
+        except Exception:
+            pass
+        database_quiet_wait()
+
+
+def database_quiet_wait(*, quiet_polls: int = 4, interval: float = 0.1, limit: float = 15.0):
+    """Wait until no other session on the test database is running a statement or holding
+    a transaction open, seen on `quiet_polls` polls in a row (bounded by `limit`)."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + limit
+    quiet = 0
+    while quiet < quiet_polls and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+                " AND state IN ('active', 'idle in transaction')"
+            )
+            busy = cursor.fetchone()[0]
+        quiet = 0 if busy else quiet + 1
+        if quiet < quiet_polls:
+            time.sleep(interval)
 
 
 # --- Reporting ----------------------------------------------------------------------

@@ -61,8 +61,7 @@ def watched(page, browser_context):
         ),
     )
     page.console_csp = console
-    yield page
-    page.goto("about:blank")
+    return page
 
 
 def violations(page) -> list[str]:

@@ -1,6 +1,6 @@
 """Stripe's published example objects (fixtures3.json) as the starting shape of every answer.
 
-The file lives outside the repository (``<repo>/../shared/stripe/fixtures3.json``; the
+A copy of the file ships in ``data/`` (taken unchanged from stripe/openapi, MIT; the
 ``STRIPE_FIXTURES`` environment variable overrides the path) and is read when a stand-in starts.
 ``blank(kind)`` is the fixture object with its example values (amounts, ids, nested examples)
 reset to what a freshly created object of that kind holds; callers overlay their own state.
@@ -17,7 +17,9 @@ from typing import Any
 from ._core import deep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_FIXTURES = REPO_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
+DEFAULT_FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures3.json"
+# The project's shared copy, which the shipped one must match (tests/stripe_standin_tests).
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "stripe" / "fixtures3.json"
 
 _ADDRESS = {
     "city": None,
@@ -312,7 +314,7 @@ def _load(path: str) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(
             f"Stripe fixtures not found at {p}. The stand-in reads Stripe's published example "
-            "objects from <repo>/../shared/stripe/fixtures3.json; set STRIPE_FIXTURES to the "
+            "objects from tests/stripe_standin/data/fixtures3.json; set STRIPE_FIXTURES to the "
             "file's path if it lives elsewhere."
         )
     return json.loads(p.read_text(encoding="utf-8"))["resources"]
