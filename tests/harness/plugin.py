@@ -4,6 +4,7 @@ Loaded from tests/conftest.py. Each server logs to a file under the session's tm
 a test that fails while using a server gets that log's path and tail in its report.
 """
 
+import contextlib
 import os
 import re
 import uuid
@@ -258,16 +259,16 @@ def page(browser_context, request, tmp_path_factory) -> Iterator:
     name = re.sub(r"[^\w.-]+", "_", request.node.name)[:120]
     screenshots = tmp_path_factory.getbasetemp() / "screenshots"
     request.node.stash[SCREENSHOT_PATH] = screenshots / f"{name}.png"
+    from playwright.sync_api import Error as PlaywrightError
+
     page = browser_context.new_page()
     yield page
     if "web_server" in request.fixturenames and request.node.get_closest_marker("django_db"):
         # Leave the page first: its pagehide handlers (the player's progress beacon)
         # make a last request, and a server transaction still open when pytest-django
         # flushes the database deadlocks the flush's TRUNCATE.
-        try:
+        with contextlib.suppress(PlaywrightError):  # a page that has crashed or closed
             page.goto("about:blank")
-        except Exception:
-            pass
         database_quiet_wait()
 
 
