@@ -5,7 +5,6 @@ Status changes and erasure go through funnels.services; the read-only queries th
 needs beyond funnels.selectors live at the bottom of this module.
 """
 
-import math
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -13,11 +12,10 @@ import django_filters
 from django import forms
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import date_format, number_format
+from django.utils.formats import date_format
 from django.utils.functional import cached_property
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
@@ -29,23 +27,34 @@ from wagtail.admin.ui.components import Component
 from wagtail.admin.ui.tables import Column, TitleColumn
 from wagtail.admin.views import generic
 from wagtail.admin.views.generic.base import BaseOperationView
-from wagtail.admin.widgets import AdminDateInput, BooleanRadioSelect
+from wagtail.admin.widgets import BooleanRadioSelect
 from wagtail.admin.widgets.button import Button
 from wagtail.log_actions import log
 from wagtail.permissions import policy_registry
 from wagtail.snippets.views import snippets as snippet_views
+
+from core.admin_reports import (
+    REPORT_DEFAULT_DAYS,
+    DailyPairChart,
+    DayPair,
+    LegendItem,
+    ReportPeriodForm,
+    SpreadsheetExportMixin,
+    Tick,
+    daily_pair_chart,
+    fmt_int,
+    fmt_pct,
+    nice_scale,
+    period_presets,
+    post_button,
+)
 
 from . import selectors, services
 from .models import LandingPage, Subscriber, Touch
 from .tasks import audience_sync_subscriber
 
 ERASE_LABEL = gettext_lazy("Erase (GDPR)")
-REPORT_DEFAULT_DAYS = 30
-REPORT_MAX_DAYS = 366
 DASHBOARD_DAYS = 7
-# Spreadsheet apps run a cell that starts with one of these as a formula; names and UTM
-# values come from public forms, so a CSV cell never starts with one.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def can_see_subscribers(user) -> bool:
@@ -168,7 +177,7 @@ SUBSCRIBER_EXPORT = {
 }
 
 
-class SubscriberIndexView(generic.IndexView):
+class SubscriberIndexView(SpreadsheetExportMixin, generic.IndexView):
     def get_base_queryset(self):
         return (
             super()
@@ -199,28 +208,6 @@ class SubscriberIndexView(generic.IndexView):
     def to_row_dict(self, item):
         return {field: SUBSCRIBER_EXPORT[field](item) for field in self.list_export}
 
-    def preprocess_field_value(self, field, value, export_format):
-        value = super().preprocess_field_value(field, value, export_format)
-        if (
-            export_format == self.FORMAT_CSV
-            and isinstance(value, str)
-            and value.startswith(FORMULA_PREFIXES)
-        ):
-            return "'" + value
-        return value
-
-    def stream_csv(self, queryset):
-        # A byte-order mark, so Excel reads the file as UTF-8 and non-Latin names survive.
-        yield "\ufeff".encode()
-        yield from super().stream_csv(queryset)
-
-    def write_csv_response(self, queryset):
-        response = StreamingHttpResponse(
-            self.stream_csv(queryset), content_type="text/csv; charset=utf-8"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{self.get_filename()}.csv"'
-        return response
-
 
 class SubscriberButtonsMixin:
     """Unsubscribe and erase, offered on a subscriber's inspect and edit pages."""
@@ -235,17 +222,10 @@ class SubscriberButtonsMixin:
             "change"
         ):
             buttons.append(
-                Button(
+                post_button(
                     _("Unsubscribe"),
-                    icon_name="mail",
-                    priority=15,
-                    attrs={
-                        "data-controller": "w-action",
-                        "data-action": "w-action#post",
-                        "data-w-action-url-value": reverse(
-                            "subscribers:unsubscribe", args=[subscriber.pk]
-                        ),
-                    },
+                    reverse("subscribers:unsubscribe", args=[subscriber.pk]),
+                    icon="mail",
                 )
             )
         return buttons
@@ -413,39 +393,6 @@ class LeadMagnetDeleteView(snippet_views.DeleteView):
 # --- Funnel performance report -------------------------------------------------------------
 
 
-def period_presets(*, since: date, until: date) -> list[dict]:
-    """The "Last 7/30/90 days" buttons of a report, the chosen one marked active."""
-    today = timezone.localdate()
-    return [
-        {
-            "label": ngettext("Last %(n)s day", "Last %(n)s days", n) % {"n": n},
-            "since": today - timedelta(days=n - 1),
-            "until": today,
-            "active": since == today - timedelta(days=n - 1) and until == today,
-        }
-        for n in (7, 30, 90)
-    ]
-
-
-class ReportPeriodForm(forms.Form):
-    since = forms.DateField(label=gettext_lazy("From"), required=False, widget=AdminDateInput)
-    until = forms.DateField(label=gettext_lazy("To"), required=False, widget=AdminDateInput)
-
-    def clean(self):
-        data = super().clean()
-        today = timezone.localdate()
-        until = data.get("until") or today
-        since = data.get("since") or until - timedelta(days=REPORT_DEFAULT_DAYS - 1)
-        if since > until:
-            raise forms.ValidationError(_("The start date is after the end date."))
-        if (until - since).days >= REPORT_MAX_DAYS:
-            raise forms.ValidationError(
-                _("Choose a period of at most %(days)s days.") % {"days": REPORT_MAX_DAYS}
-            )
-        data.update(since=since, until=until)
-        return data
-
-
 @dataclass(frozen=True)
 class Totals:
     visits: int
@@ -536,26 +483,6 @@ class FunnelSummaryPanel(Component):
 # --- Charts: geometry in Python, drawn by templates as inline SVG ----------------------------
 
 
-def nice_scale(value: int, ticks: int = 4) -> tuple[int, int]:
-    """A round axis maximum ≥ value and its step (1, 2 or 5 × 10ⁿ, whole numbers)."""
-    if value <= 0:
-        return ticks, 1
-    raw = value / ticks
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    step = max(1, round(step))
-    return step * math.ceil(value / step), step
-
-
-def fmt_int(value: int) -> str:
-    return number_format(value, force_grouping=True)
-
-
-def fmt_pct(rate: float) -> str:
-    # number_format truncates to decimal_pos; round first so 2/3 reads 66.7%, not 66.6%.
-    return number_format(round(rate * 100, 1), decimal_pos=1) + "%"
-
-
 def _r(value: float) -> float:
     return round(value, 1)
 
@@ -565,19 +492,6 @@ SERIES_LABELS = {
     "optins": gettext_lazy("Opt-ins"),
     "confirmations": gettext_lazy("Confirmations"),
 }
-
-
-@dataclass(frozen=True)
-class Tick:
-    pos: float
-    label: str
-
-
-@dataclass(frozen=True)
-class LegendItem:
-    series: str
-    label: str
-    x: float
 
 
 def legend(series: list[str], *, x: float, widths: dict[str, int]) -> list[LegendItem]:
@@ -714,80 +628,8 @@ def page_bars_chart(rows: list[selectors.PageFunnel], *, since: date, until: dat
     )
 
 
-@dataclass(frozen=True)
-class DayBar:
-    x: float
-    width: float
-    optin_y: float
-    optin_height: float
-    confirm_x: float
-    confirm_width: float
-    confirm_y: float
-    confirm_height: float
-    tooltip: str
-
-
-@dataclass(frozen=True)
-class DailyChart:
-    width: int
-    height: int
-    plot_left: int
-    plot_right: int
-    plot_top: int
-    plot_bottom: int
-    plot_height: int
-    center_x: int
-    center_y: int
-    y_ticks: list[Tick]
-    x_labels: list[Tick]
-    bars: list[DayBar]
-    legend: list[LegendItem]
-    empty: bool
-    title: str
-    desc: str
-
-
-def daily_chart(days: list[selectors.DayCount], *, since: date, until: date) -> DailyChart:
+def daily_chart(days: list[selectors.DayCount], *, since: date, until: date) -> DailyPairChart:
     """Opt-ins per day as bars, confirmations as a narrower darker bar in front."""
-    width, height = 800, 250
-    left, right, top, bottom = 44, width - 12, 40, height - 30
-    plot_w, plot_h = right - left, bottom - top
-    peak = max((max(d.optins, d.confirmations) for d in days), default=0)
-    axis_max, step = nice_scale(peak)
-    slot = plot_w / max(len(days), 1)
-
-    def y_of(value: int) -> float:
-        return _r(bottom - plot_h * value / axis_max)
-
-    bars = []
-    for i, d in enumerate(days):
-        x = left + i * slot
-        wide, narrow = max(slot * 0.76, 1.0), max(slot * 0.38, 1.0)
-        bars.append(
-            DayBar(
-                x=_r(x + (slot - wide) / 2),
-                width=_r(wide),
-                optin_y=y_of(d.optins),
-                optin_height=_r(bottom - y_of(d.optins)),
-                confirm_x=_r(x + (slot - narrow) / 2),
-                confirm_width=_r(narrow),
-                confirm_y=y_of(d.confirmations),
-                confirm_height=_r(bottom - y_of(d.confirmations)),
-                tooltip=_("%(day)s: %(optins)s opt-ins, %(confirmations)s confirmations")
-                % {
-                    "day": date_format(d.day, "D j M"),
-                    "optins": fmt_int(d.optins),
-                    "confirmations": fmt_int(d.confirmations),
-                },
-            )
-        )
-    label_every = max(1, math.ceil(len(days) / 8))
-    x_labels = [
-        Tick(pos=_r(left + (i + 0.5) * slot), label=date_format(d.day, "j M"))
-        for i, d in enumerate(days)
-        if i % label_every == 0
-    ]
-    y_ticks = [Tick(pos=y_of(v), label=fmt_int(v)) for v in range(0, axis_max + 1, step)]
     total_optins = sum(d.optins for d in days)
     total_confirmations = sum(d.confirmations for d in days)
     period = {
@@ -808,21 +650,27 @@ def daily_chart(days: list[selectors.DayCount], *, since: date, until: date) -> 
         }
     else:
         desc = _("No opt-ins from %(since)s to %(until)s.") % period
-    return DailyChart(
-        width=width,
-        height=height,
-        plot_left=left,
-        plot_right=right,
-        plot_top=top,
-        plot_bottom=bottom,
-        plot_height=plot_h,
-        center_x=(left + right) // 2,
-        center_y=(top + bottom) // 2,
-        y_ticks=y_ticks,
-        x_labels=x_labels,
-        bars=bars,
-        legend=legend(["optins", "confirmations"], x=left, widths={"optins": 90}),
-        empty=not (total_optins or total_confirmations),
+    return daily_pair_chart(
+        [
+            DayPair(
+                day=d.day,
+                outer=d.optins,
+                inner=d.confirmations,
+                tooltip=_("%(day)s: %(optins)s opt-ins, %(confirmations)s confirmations")
+                % {
+                    "day": date_format(d.day, "D j M"),
+                    "optins": fmt_int(d.optins),
+                    "confirmations": fmt_int(d.confirmations),
+                },
+            )
+            for d in days
+        ],
+        series=(
+            ("optins", SERIES_LABELS["optins"]),
+            ("confirmations", SERIES_LABELS["confirmations"]),
+        ),
         title=_("Opt-ins and confirmations per day"),
         desc=desc,
+        empty_text=_("No opt-ins in this period yet."),
+        dom_id="funnels-daily",
     )

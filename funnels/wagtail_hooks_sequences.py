@@ -12,6 +12,8 @@ from wagtail.admin.widgets.button import Button
 from wagtail.snippets.models import register_snippet
 from wagtail.snippets.views.snippets import SnippetViewSet
 
+from core.admin_reports import post_button
+
 from .models import Broadcast, Enrolment, Sequence
 from .sequences import admin_views
 
@@ -88,16 +90,7 @@ class BroadcastEditView(ModelViewSet.edit_view_class):
 
 
 def _post_button(label, url_name, obj):
-    return Button(
-        label,
-        icon_name="mail",
-        priority=10,
-        attrs={
-            "data-controller": "w-action",
-            "data-action": "w-action#post",
-            "data-w-action-url-value": reverse(url_name, args=[obj.pk]),
-        },
-    )
+    return post_button(label, reverse(url_name, args=[obj.pk]), icon="mail", priority=10)
 
 
 class BroadcastViewSet(ModelViewSet):

@@ -7,7 +7,6 @@ the funnel report's do.
 """
 
 import json
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -20,7 +19,6 @@ from django.db import transaction
 from django.db.models import Case, Count, Prefetch, Q, Sum, Value, When
 from django.db.models.deletion import ProtectedError
 from django.db.models.functions import Coalesce, TruncDate
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
@@ -36,18 +34,18 @@ from wagtail.admin.ui.components import Component
 from wagtail.admin.ui.tables import Column, TitleColumn
 from wagtail.admin.views import generic
 from wagtail.admin.views.generic.base import BaseOperationView
-from wagtail.admin.widgets.button import Button
 from wagtail.snippets.views import snippets as snippet_views
 
-from funnels.admin_views import (
-    FORMULA_PREFIXES,
+from core.admin_reports import (
     REPORT_DEFAULT_DAYS,
-    LegendItem,
+    DailyPairChart,
+    DayPair,
     ReportPeriodForm,
-    Tick,
+    SpreadsheetExportMixin,
+    daily_pair_chart,
     fmt_int,
-    nice_scale,
     period_presets,
+    post_button,
 )
 
 from . import exceptions, services, webhooks
@@ -83,46 +81,6 @@ OFFER_EDIT_URL = "wagtailsnippets_payments_offer:edit"
 
 def can_see_revenue(user) -> bool:
     return user.is_active and user.has_perm("payments.view_order")
-
-
-class SpreadsheetExportMixin:
-    """CSV that Excel opens as UTF-8 and never runs as a formula (an email address or a
-    name typed by a buyer may start with "=")."""
-
-    def preprocess_field_value(self, field, value, export_format):
-        value = super().preprocess_field_value(field, value, export_format)
-        if (
-            export_format == self.FORMAT_CSV
-            and isinstance(value, str)
-            and value.startswith(FORMULA_PREFIXES)
-        ):
-            return "'" + value
-        return value
-
-    def stream_csv(self, queryset):
-        yield "\ufeff".encode()
-        yield from super().stream_csv(queryset)
-
-    def write_csv_response(self, queryset):
-        response = StreamingHttpResponse(
-            self.stream_csv(queryset), content_type="text/csv; charset=utf-8"
-        )
-        response["Content-Disposition"] = f'attachment; filename="{self.get_filename()}.csv"'
-        return response
-
-
-def post_button(label: str, url: str, *, icon: str, priority: int = 15) -> Button:
-    """A header button that POSTs (Wagtail's w-action controller builds its own form)."""
-    return Button(
-        label,
-        icon_name=icon,
-        priority=priority,
-        attrs={
-            "data-controller": "w-action",
-            "data-action": "w-action#post",
-            "data-w-action-url-value": url,
-        },
-    )
 
 
 def _local(value):
@@ -932,100 +890,16 @@ def money_short(amount: int, currency: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class RevenueBar:
-    x: float
-    width: float
-    gross_y: float
-    gross_height: float
-    refund_x: float
-    refund_width: float
-    refund_y: float
-    refund_height: float
-    tooltip: str
-
-
-@dataclass(frozen=True)
-class RevenueChart:
-    dom_id: str
-    width: int
-    height: int
-    plot_left: int
-    plot_right: int
-    plot_top: int
-    plot_bottom: int
-    plot_height: int
-    center_x: int
-    center_y: int
-    y_ticks: list[Tick]
-    x_labels: list[Tick]
-    bars: list[RevenueBar]
-    legend: list[LegendItem]
-    empty: bool
-    title: str
-    desc: str
-
-
-def _r(value: float) -> float:
-    return round(value, 1)
-
-
-def revenue_chart(report: "CurrencyRevenue", *, since: date, until: date) -> RevenueChart:
+def revenue_chart(report: "CurrencyRevenue", *, since: date, until: date) -> DailyPairChart:
     """Money taken per day as bars, refunds as a narrower darker bar in front of them."""
     currency = report.currency
-    unit = 10 ** exponent(currency)
-    width, height = 800, 250
-    left, right, top, bottom = 72, width - 12, 40, height - 30
-    plot_w, plot_h = right - left, bottom - top
-    peak_minor = max((max(d.figures.gross, d.figures.refunds) for d in report.days), default=0)
-    axis_max, step = nice_scale(math.ceil(peak_minor / unit))
-    slot = plot_w / max(len(report.days), 1)
-
-    def y_of(minor: int) -> float:
-        return _r(bottom - plot_h * (minor / unit) / axis_max)
-
-    bars = []
-    for i, day in enumerate(report.days):
-        x = left + i * slot
-        wide, narrow = max(slot * 0.76, 1.0), max(slot * 0.38, 1.0)
-        gross, refunds = day.figures.gross, day.figures.refunds
-        bars.append(
-            RevenueBar(
-                x=_r(x + (slot - wide) / 2),
-                width=_r(wide),
-                gross_y=y_of(gross),
-                gross_height=_r(bottom - y_of(gross)),
-                refund_x=_r(x + (slot - narrow) / 2),
-                refund_width=_r(narrow),
-                refund_y=y_of(refunds),
-                refund_height=_r(bottom - y_of(refunds)),
-                tooltip=_("%(day)s: %(gross)s taken, %(refunds)s refunded, %(orders)s orders")
-                % {
-                    "day": date_format(day.day, "D j M"),
-                    "gross": format_money(gross, currency),
-                    "refunds": format_money(refunds, currency),
-                    "orders": fmt_int(day.figures.orders),
-                },
-            )
-        )
-    label_every = max(1, math.ceil(len(report.days) / 8))
-    x_labels = [
-        Tick(pos=_r(left + (i + 0.5) * slot), label=date_format(d.day, "j M"))
-        for i, d in enumerate(report.days)
-        if i % label_every == 0
-    ]
-    y_ticks = [
-        Tick(pos=y_of(v * unit), label=money_short(v * unit, currency))
-        for v in range(0, axis_max + 1, step)
-    ]
     period = {
         "since": date_format(since, "DATE_FORMAT"),
         "until": date_format(until, "DATE_FORMAT"),
         "currency": currency.upper(),
     }
     totals = report.totals
-    empty = not (totals.gross or totals.refunds)
-    if empty:
+    if not (totals.gross or totals.refunds):
         desc = _("No %(currency)s payments from %(since)s to %(until)s.") % period
     else:
         best = max(report.days, key=lambda d: d.figures.gross)
@@ -1040,27 +914,31 @@ def revenue_chart(report: "CurrencyRevenue", *, since: date, until: date) -> Rev
             "refunds": format_money(totals.refunds, currency),
             "net": format_money(totals.net, currency),
         }
-    return RevenueChart(
-        dom_id=f"revenue-{currency}",
-        width=width,
-        height=height,
-        plot_left=left,
-        plot_right=right,
-        plot_top=top,
-        plot_bottom=bottom,
-        plot_height=plot_h,
-        center_x=(left + right) // 2,
-        center_y=(top + bottom) // 2,
-        y_ticks=y_ticks,
-        x_labels=x_labels,
-        bars=bars,
-        legend=[
-            LegendItem(series="gross", label=_("Taken"), x=left),
-            LegendItem(series="refunds", label=_("Refunded"), x=left + 80),
+    return daily_pair_chart(
+        [
+            DayPair(
+                day=day.day,
+                outer=day.figures.gross,
+                inner=day.figures.refunds,
+                tooltip=_("%(day)s: %(gross)s taken, %(refunds)s refunded, %(orders)s orders")
+                % {
+                    "day": date_format(day.day, "D j M"),
+                    "gross": format_money(day.figures.gross, currency),
+                    "refunds": format_money(day.figures.refunds, currency),
+                    "orders": fmt_int(day.figures.orders),
+                },
+            )
+            for day in report.days
         ],
-        empty=empty,
+        series=(("gross", _("Taken")), ("refunds", _("Refunded"))),
         title=_("Money taken and refunded per day, %(currency)s") % period,
         desc=desc,
+        empty_text=_("No payments in this period."),
+        dom_id=f"revenue-{currency}",
+        unit=10 ** exponent(currency),
+        tick_label=lambda minor: money_short(minor, currency),
+        plot_left=72,
+        legend_gap=80,
     )
 
 
@@ -1104,7 +982,7 @@ class CurrencyRevenue:
     totals: Figures
     offers: list[OfferRevenue]
     days: list[DayRevenue]
-    chart: RevenueChart | None = field(default=None)
+    chart: DailyPairChart | None = field(default=None)
 
 
 def _period(since: date, until: date):

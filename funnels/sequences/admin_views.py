@@ -16,8 +16,9 @@ from wagtail.admin.views import generic
 from wagtail.permissions import policy_registry
 from wagtail.snippets.views import snippets as snippet_views
 
+from core.admin_reports import fmt_int, fmt_pct, nice_scale
 from core.services import brand_settings, email_enqueue
-from funnels.admin_views import can_see_subscribers, fmt_int, fmt_pct, nice_scale
+from funnels.admin_views import can_see_subscribers
 from funnels.models import Broadcast, Sequence, SequenceStep, Subscriber
 from funnels.models_sequences import SHORT_SUBJECT
 from funnels.services import manage_url, unsubscribe_url

@@ -1,6 +1,6 @@
 from django import template
 
-from funnels.admin_views import fmt_pct
+from core.admin_reports import fmt_pct
 
 register = template.Library()
 
