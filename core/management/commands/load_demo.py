@@ -34,26 +34,30 @@ class Command(BaseCommand):
             facts.update(module.load(stdout=self.stdout) or {})
 
         url = f"http://127.0.0.1:{port}/"
+        site = url.rstrip("/")
         mail_dir = getattr(settings, "EMAIL_FILE_PATH", "") or "(SMTP via EMAIL_URL)"
         bar = "=" * 64
+        pages = [
+            (label, f"{site}{facts[key]}")
+            for label, key in (
+                ("Landing page with opt-in:", "landing_page_url"),
+                ("Course:", "course_url"),
+                ("Webinar:", "webinar_url"),
+            )
+            if facts.get(key)
+        ]
+        lines = [
+            ("Lodestone demo is starting at", url),
+            ("Creator admin:", f"{url}admin/"),
+            *pages,
+            ("Log in as:", facts.get("creator_email")),
+            ("Password:", facts.get("creator_password")),
+            ("Emails are written to:", mail_dir),
+        ]
         self.stdout.write(
             self.style.SUCCESS(
                 f"\n{bar}\n"
-                f"  Lodestone demo is starting at  {url}\n"
-                f"  Creator admin:                 {url}admin/\n"
-                + (
-                    f"  Landing page with opt-in:      {url.rstrip('/')}{facts['landing_page_url']}\n"
-                    if facts.get("landing_page_url")
-                    else ""
-                )
-                + (
-                    f"  Course:                        {url.rstrip('/')}{facts['course_url']}\n"
-                    if facts.get("course_url")
-                    else ""
-                )
-                + f"  Log in as:                     {facts.get('creator_email')}\n"
-                f"  Password:                      {facts.get('creator_password')}\n"
-                f"  Emails are written to:         {mail_dir}\n"
-                f"{bar}\n"
+                + "".join(f"  {label:<30} {value}\n" for label, value in lines)
+                + f"{bar}\n"
             )
         )
