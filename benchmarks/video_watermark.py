@@ -53,6 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=300)
     parser.add_argument("--trials", type=int, default=3)
+    parser.add_argument(
+        "--attacks",
+        default="all",
+        help='"all", "none", or attack numbers (1-4, comma-separated) to run on real video',
+    )
+    parser.add_argument(
+        "--collusion-trials", type=int, help="real-video trials per mix (default: --trials)"
+    )
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--ledger", type=int, default=1000)
     parser.add_argument("--simulations", type=int, default=10_000)
@@ -182,7 +190,12 @@ def run(args, workdir: Path) -> None:
 
     errors_seen = erased_seen = bits_seen = 0
     results = {}
-    for name in ATTACKS:
+    chosen = list(ATTACKS)
+    if args.attacks == "none":
+        chosen = []
+    elif args.attacks != "all":
+        chosen = [chosen[int(number) - 1] for number in args.attacks.split(",")]
+    for name in chosen:
         named_right = undecided = named_wrong = misread = erased = total = 0
         margins, seconds = [], []
         for _trial in range(args.trials):
@@ -209,6 +222,14 @@ def run(args, workdir: Path) -> None:
                 named_wrong += verdict.named != key
             else:
                 undecided += 1
+            # A long run on a busy machine: every trial on stderr as it ends.
+            print(
+                f"trial: {name}: {verdict.verdict} "
+                f"{'(right)' if verdict.named == key else '(wrong)' if verdict.named is not None else ''}"
+                f" {seconds[-1]:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
         errors_seen += misread
         erased_seen += erased
         bits_seen += total + erased
@@ -252,7 +273,8 @@ def run(args, workdir: Path) -> None:
     print("| --- | ---: | ---: | ---: |")
     for how in ("per segment at random", "first half / second half"):
         counts = {"colluder": 0, "undecided": 0, "innocent": 0}
-        for _trial in range(args.trials):
+        trials = args.trials if args.collusion_trials is None else args.collusion_trials
+        for _trial in range(trials):
             (k1, _m1, w1), (k2, _m2, w2) = rng.sample(ledger, 2)
             v1, v2 = code.segment_variants(w1, segments), code.segment_variants(w2, segments)
             if how.startswith("per"):
@@ -269,6 +291,7 @@ def run(args, workdir: Path) -> None:
                 counts["colluder"] += 1
             else:
                 counts["innocent"] += 1
+        print(f"collusion: {how}: {counts}", file=sys.stderr, flush=True)
         print(
             f"| {how} (video) | {counts['colluder']} | {counts['undecided']} | {counts['innocent']} |"
         )

@@ -10,6 +10,7 @@ the broker is back, so nothing is lost and the visitor gets their answer.
 
 import functools
 import logging
+from collections.abc import Iterable
 
 from celery.contrib.django.task import DjangoTask
 from django.db import transaction
@@ -28,6 +29,32 @@ class OutboxTask(DjangoTask):
                 exc,
             )
             return None
+
+    def delay_or_log(self, *args, **kwargs):
+        """``delay()`` from code that already runs after the commit (an on_commit callback):
+        a broker outage is logged, and the stored row waits for its sweep."""
+        return self._publish_or_log(args, kwargs)
+
+    def requeue(self, ids: Iterable) -> int:
+        """The publishing half of every outbox sweep: queue this task once per id of a row
+        that was committed but never handled. Stops at the first broker failure (the next
+        sweep starts over from the rows) and returns how many were queued.
+
+        Safe to repeat: every outbox task re-reads its row and does nothing twice."""
+        queued = 0
+        for pk in ids:
+            try:
+                self.apply_async((pk,))
+            except Exception as exc:
+                logger.warning(
+                    "Sweep: could not queue %s (%r) after %s; the rest waits for the next sweep.",
+                    self.name,
+                    exc,
+                    queued,
+                )
+                break
+            queued += 1
+        return queued
 
     def delay_on_commit(self, *args, **kwargs) -> None:
         transaction.on_commit(functools.partial(self._publish_or_log, args, kwargs))

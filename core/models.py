@@ -123,6 +123,9 @@ class OutboundEmail(models.Model):
     text_body = models.TextField()
     html_body = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
+    # [{"filename", "content_type", "content" (text) or "content_base64"}], stored with the
+    # row so every retry sends the same files; kept small (core.services caps the size).
+    attachments = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)

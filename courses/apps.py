@@ -14,3 +14,8 @@ class CoursesConfig(AppConfig):
         # The media app's player asks this on every playlist request: a lesson's video
         # plays for exactly those who may see the lesson.
         register_video_access(lesson_video_access)
+
+        from .receivers_watermark import connect
+
+        # Publishing a course or a lesson applies the course's forensic-watermark switch.
+        connect()

@@ -27,6 +27,7 @@ from wagtail.search import index
 from media.storage import protected_field_storage
 
 from .blocks import LessonBodyBlocks
+from .forms import LessonPageForm
 
 # Learners read these pages; the forms on them post to /learn/ URLs.
 READ_ONLY = [HTTPMethod.GET, HTTPMethod.HEAD, HTTPMethod.OPTIONS]
@@ -106,6 +107,20 @@ class CoursePage(Page):
         related_name="+",
         help_text=_("The offer the buy button leads to. Without one there is no buy button."),
     )
+    # Drives media's per-video switch for the videos of this course's live lessons when
+    # the course or a lesson is published (courses/watermark.py).
+    forensic_watermark = models.BooleanField(
+        _("Forensic watermark on this course's videos"),
+        default=False,
+        help_text=_(
+            "Every learner streams a unique, invisible pattern and sees their email moving "
+            "over the picture, so a leaked recording can be traced to the account it came "
+            "from. Publishing the course with this on adds the watermark to every lesson "
+            "video, and to videos added later, in the background (progress under Videos); "
+            "a video pauses for learners until its watermark is ready. Off: playlists are "
+            "unmarked again."
+        ),
+    )
 
     content_panels = [
         *Page.content_panels,
@@ -118,6 +133,7 @@ class CoursePage(Page):
         MultiFieldPanel(
             [FieldPanel("product"), FieldPanel("offer")], heading=_("Selling this course")
         ),
+        MultiFieldPanel([FieldPanel("forensic_watermark")], heading=_("Protecting the videos")),
         *Page.settings_panels,
     ]
     search_fields = [
@@ -205,22 +221,6 @@ class ModulePage(Page):
         from .views import course_page_serve
 
         return course_page_serve(request, self, *args, **kwargs)
-
-
-class LessonPageForm(WagtailAdminPageForm):
-    def save(self, commit=True):
-        page = super().save(commit=False)
-        # A file uploaded in the downloads panel is written to storage only when its row
-        # is saved, and "Save draft" saves a revision, not the rows: the revision would
-        # name a file that was never stored. Store uploads now, whatever the action.
-        for download in page.downloads.all():
-            upload = download.file
-            if upload and not upload._committed:
-                upload.save(PurePosixPath(upload.name).name, upload.file, save=False)
-        if commit:
-            page.save()
-            self.save_m2m()
-        return page
 
 
 class LessonPage(Page):

@@ -6,8 +6,11 @@ tags. Calls run from Celery tasks, never in a visitor's request.
 
 import hashlib
 import json
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
 from mailchimp_marketing import Client
 from mailchimp_marketing.api_client import ApiClientError
 
@@ -21,6 +24,11 @@ STATUS_MAP = {
     Subscriber.Status.COMPLAINED: "unsubscribed",
 }
 RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
+# The outbox sweep (tasks.audience_requeue_stale): a change this old whose sync never ran
+# was committed while the broker was down; the task queued on commit has had its chance.
+SYNC_STALE_AFTER = timedelta(minutes=2)
+# Older changes are a backfill, not an outage: `manage.py audience_sync` batches those.
+SYNC_SWEEP_WINDOW = timedelta(days=3)
 
 
 class AudienceError(Exception):
@@ -81,6 +89,35 @@ def member_body(subscriber: Subscriber) -> dict:
         "merge_fields": {"FNAME": first, "LNAME": last},
         "timestamp_opt": subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
     }
+
+
+def subscribers_sync_due(*, now: datetime | None = None, limit: int = 1000) -> list[int]:
+    """Subscribers whose confirmation or unsubscription Mailchimp never heard of: changed
+    after their last successful sync (or never synced), between SYNC_SWEEP_WINDOW and
+    SYNC_STALE_AFTER ago. The change itself is the outbox row: confirm and unsubscribe
+    stamp ``confirmed_at`` / ``unsubscribed_at`` in the transaction that queues the sync,
+    and the sync stamps ``audience_synced_at``. A sync that failed keeps its error for the
+    creator (admin: Subscribers, Mailchimp filter) and is not retried here."""
+    now = now or timezone.now()
+    stale, oldest = now - SYNC_STALE_AFTER, now - SYNC_SWEEP_WINDOW
+    never_heard = (
+        Q(audience_synced_at__isnull=True)
+        | Q(confirmed_at__gt=F("audience_synced_at"))
+        | Q(unsubscribed_at__gt=F("audience_synced_at"))
+    )
+    in_window = Q(confirmed_at__gte=oldest) | Q(unsubscribed_at__gte=oldest)
+    just_changed = Q(confirmed_at__gte=stale) | Q(unsubscribed_at__gte=stale)
+    return list(
+        Subscriber.objects.filter(
+            never_heard,
+            in_window,
+            status__in=[Subscriber.Status.CONFIRMED, Subscriber.Status.UNSUBSCRIBED],
+            audience_sync_error="",
+        )
+        .exclude(just_changed)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 def member_upsert(subscriber: Subscriber) -> None:

@@ -3,6 +3,7 @@ import time
 from django import forms
 from django.core import signing
 from django.utils.translation import gettext_lazy as _
+from wagtail.admin.forms import WagtailAdminModelForm
 
 RENDERED_SALT = "lodestone.funnels.rendered-at"
 # Humans need a few seconds to type an address; scripts post at once.
@@ -37,3 +38,30 @@ class OptInForm(forms.Form):
         except signing.BadSignature:
             return None
         return time.time() - int(rendered)
+
+
+class LeadMagnetForm(WagtailAdminModelForm):
+    """The lead magnet's admin form: its file is stamped for each subscriber, so one that
+    cannot be (damaged, password-protected) is refused on upload and the stored file's
+    preparation status shows under the field (media.forms)."""
+
+    def __init__(self, *args, **kwargs):
+        from media.forms import protected_status_show
+
+        super().__init__(*args, **kwargs)
+        protected_status_show(self)
+
+    def clean(self):
+        from media.forms import protected_upload_check
+
+        cleaned_data = super().clean()
+        protected_upload_check(self)
+        return cleaned_data
+
+    def save(self, commit=True):
+        from media.downloads import download_prepare_later
+
+        magnet = super().save(commit=commit)
+        if commit and magnet.file:
+            download_prepare_later(magnet.file.name)
+        return magnet

@@ -221,6 +221,64 @@ class SubscriberToken(models.Model):
         return f"{self.purpose} for {self.subscriber_id}"
 
 
+class SignUp(models.Model):
+    """One opt-in form submission, exactly as received.
+
+    The request stores this row in a single INSERT and answers; a Celery task
+    (funnels.tasks_signups) turns it into subscriber, touch, consent, tags, token and email.
+    So the lead is on disk before anything downstream can fail, and a launch-day burst costs
+    the web tier one insert per sign-up. Values are plain copies, not foreign keys: the
+    proof of what was shown must outlive the page, the form and the magnet.
+    """
+
+    wagtail_reference_index_ignore = True
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", _("Waiting to be processed")
+        PROCESSED = "processed", _("Processed")
+        FAILED = "failed", _("Failed")
+
+    email = models.EmailField(max_length=254, help_text=_("Normalised (lower case, NFC)."))
+    name = models.CharField(max_length=150, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
+    landing_page_id = models.PositiveIntegerField(db_index=True)
+    form_id = models.CharField(max_length=64)
+    form_version = models.CharField(max_length=64, blank=True, help_text=_("Page revision id."))
+    page_url = models.CharField(max_length=500, blank=True)
+    magnet_id = models.PositiveIntegerField(null=True, blank=True)
+    consent_text = models.TextField(blank=True)
+    double_opt_in = models.BooleanField(default=True)
+    tags = models.CharField(max_length=500, blank=True)
+    utm_source = models.CharField(max_length=200, blank=True)
+    utm_medium = models.CharField(max_length=200, blank=True)
+    utm_campaign = models.CharField(max_length=200, blank=True)
+    utm_term = models.CharField(max_length=200, blank=True)
+    utm_content = models.CharField(max_length=200, blank=True)
+    referrer = models.CharField(max_length=1000, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    # The same submission posted twice (a double click, a browser retry) has the same key:
+    # the second INSERT is refused by the database and answered like the first.
+    dedupe_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    outcome = models.CharField(max_length=32, blank=True)
+    subscriber = models.ForeignKey(
+        Subscriber, null=True, blank=True, on_delete=models.SET_NULL, related_name="signups"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("sign-up")
+        indexes = [models.Index(fields=["status", "created_at"])]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.email} ({self.get_status_display()})"
+
+
 class MagnetDelivery(models.Model):
     """Every lead-magnet download handed out: who, which file, when, from where."""
 

@@ -1,15 +1,88 @@
 """Reads for the funnel: token checks and the creator's numbers."""
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from wagtail.models import Page
 
 from . import exceptions
 from .models import ConsentRecord, LandingPage, PageVisitDay, SubscriberToken, Touch
+
+
+@dataclass(frozen=True)
+class OptInFormSpec:
+    """What the sign-up request needs of one opt-in form, read once per page revision."""
+
+    page_id: int
+    form_id: str
+    form_version: str
+    magnet_id: int | None
+    consent_text: str
+    double_opt_in: bool
+    tags: str
+    page_url: str
+    thanks_url: str
+
+
+# page id -> (when read, revision, {form id: spec}); per process. Parsing a page's
+# StreamField costs more than the whole sign-up insert, so a launch-day burst parses each
+# published revision once per worker. Privacy restrictions are re-read now and then.
+_FORM_SPECS: dict[int, tuple[float, int | None, dict[str, OptInFormSpec]]] = {}
+FORM_SPEC_RECHECK_SECONDS = 30.0
+
+
+def optin_form_specs_of(page: LandingPage) -> dict[str, OptInFormSpec]:
+    version = str(page.live_revision_id or page.latest_revision_id or "")
+    page_url = page.full_url or page.url or ""
+    thanks_url = (page.url or "/") + page.reverse_subpage("optin_thanks")
+    specs = {}
+    for form_id, form in page.optin_forms().items():
+        magnet = form.get("magnet")
+        specs[str(form_id)] = OptInFormSpec(
+            page_id=page.pk,
+            form_id=str(form_id),
+            form_version=version,
+            magnet_id=magnet.pk if magnet is not None else None,
+            consent_text=form.get("consent_text") or "",
+            double_opt_in=bool(form.get("double_opt_in", True)),
+            tags=form.get("tags") or "",
+            page_url=page_url[:500],
+            thanks_url=thanks_url,
+        )
+    return specs
+
+
+def optin_form_specs(*, page_id: int) -> dict[str, OptInFormSpec] | None:
+    """The opt-in forms of a live, public landing page; None when there is no such page.
+
+    One indexed SELECT per call (is the page live, at which revision); the forms are parsed
+    again only when that revision changes.
+    """
+    row = (
+        Page.objects.filter(pk=page_id, live=True)
+        .values_list("live_revision_id", "latest_revision_id")
+        .first()
+    )
+    if row is None:
+        _FORM_SPECS.pop(page_id, None)
+        return None
+    revision = row[0] or row[1]
+    now = time.monotonic()
+    cached = _FORM_SPECS.get(page_id)
+    if cached and cached[1] == revision and now - cached[0] < FORM_SPEC_RECHECK_SECONDS:
+        return cached[2]
+    page = LandingPage.objects.live().public().filter(pk=page_id).first()
+    if page is None:
+        _FORM_SPECS.pop(page_id, None)
+        return None
+    specs = optin_form_specs_of(page)
+    _FORM_SPECS[page_id] = (now, revision, specs)
+    return specs
 
 
 def confirm_token_problem(token: str) -> exceptions.FunnelError | None:

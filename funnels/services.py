@@ -31,11 +31,13 @@ from .models import (
     LeadMagnet,
     MagnetDelivery,
     PageVisitDay,
+    SignUp,
     Subscriber,
     SubscriberToken,
     Suppression,
     Touch,
 )
+from .selectors import OptInFormSpec, optin_form_specs_of
 from .sequences import services as sequences
 
 CONFIRM_TOKEN_LIFETIME = timedelta(days=7)
@@ -247,9 +249,10 @@ def _subscriber_get_or_create_locked(
         return Subscriber.objects.select_for_update().get(email__iexact=email), False
 
 
-def _issue_confirm_token(
+def confirm_token_issue(
     *, subscriber: Subscriber, landing_page: LandingPage | None, magnet: LeadMagnet | None
 ) -> str:
+    """A fresh double opt-in token for the confirmation link; only its hash is stored."""
     token = secrets.token_urlsafe(32)
     SubscriberToken.objects.create(
         subscriber=subscriber,
@@ -266,29 +269,175 @@ def _tags_from(value: str) -> list[str]:
     return [tag.strip()[:100] for tag in (value or "").split(",") if tag.strip()]
 
 
-@transaction.atomic
-def optin_submit(
+# A second identical sign-up this soon after the first (a double click, a browser retry, two
+# tabs) is stored and recorded on the ledger, but sends no second email.
+DUPLICATE_WINDOW = timedelta(minutes=2)
+# Sign-ups still waiting this long were never queued (broker down) or their message was
+# lost: the beat sweep queues them again.
+SIGNUP_STALE_AFTER = timedelta(minutes=2)
+
+
+def signup_dedupe_key(*, email: str, page_id: int, form_id: str, rendered_at: str) -> str | None:
+    """The same form render posted twice with the same address within ten minutes."""
+    if not rendered_at:
+        return None
+    bucket = int(timezone.now().timestamp() // 600)
+    raw = f"{normalize_email(email)}|{page_id}|{form_id}|{rendered_at}|{bucket}"
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def signup_receive(
     *,
-    landing_page: LandingPage,
-    form_id: str,
+    spec: OptInFormSpec,
     email: str,
     name: str,
     consent: bool,
     visitor: Visitor,
     attribution: Attribution,
-) -> OptInOutcome:
-    """A visitor asked for a magnet. Stores the lead, then queues whatever email fits.
+    dedupe_key: str | None = None,
+    queue: bool = True,
+) -> SignUp | None:
+    """Check what the visitor can fix, store the sign-up in one INSERT, queue its processing.
 
-    The outcome never tells the visitor whether the address was already known.
+    Returns None when the same submission was already stored (the database's unique key
+    refused the copy); the caller answers it like the first.
     """
-    form = landing_page.optin_forms().get(form_id)
-    if form is None or form.get("magnet") is None:
+    from .tasks_signups import signup_process_task
+
+    if spec.magnet_id is None:
         raise exceptions.FormNotFound()
     email = normalize_email(email)
     if not consent:
         raise exceptions.ConsentMissing()
-    name = " ".join((name or "").split())[:MAX_NAME_LENGTH]
-    magnet: LeadMagnet = form["magnet"]
+    signup = SignUp(
+        email=email,
+        name=" ".join((name or "").split())[:MAX_NAME_LENGTH],
+        time_zone=(visitor.time_zone or "")[:64],
+        landing_page_id=spec.page_id,
+        form_id=spec.form_id[:64],
+        form_version=spec.form_version[:64],
+        page_url=spec.page_url[:500],
+        magnet_id=spec.magnet_id,
+        consent_text=spec.consent_text,
+        double_opt_in=spec.double_opt_in,
+        tags=spec.tags[:500],
+        ip_address=visitor.ip_address,
+        user_agent=(visitor.user_agent or "")[:500],
+        dedupe_key=dedupe_key,
+        **{
+            k: (getattr(attribution, k) or "")[: 1000 if k == "referrer" else 200]
+            for k in Attribution.__dataclass_fields__
+        },
+    )
+    try:
+        if transaction.get_connection().in_atomic_block:
+            with transaction.atomic():
+                signup.save(force_insert=True)
+        else:
+            # The opt-in view runs outside ATOMIC_REQUESTS: one statement, committed at once.
+            signup.save(force_insert=True)
+    except IntegrityError:
+        if dedupe_key and SignUp.objects.filter(dedupe_key=dedupe_key).exists():
+            return None
+        raise
+    if queue:
+        signup_process_task.delay_on_commit(signup.pk)
+    return signup
+
+
+def signup_process(*, signup_id: int) -> str:
+    """Turn a stored sign-up into subscriber, touch, consent, tags and email. Idempotent:
+    the row is locked and processed once; a second run finds it done and does nothing.
+
+    A problem no retry can fix (the magnet was deleted) marks the sign-up failed for the
+    creator to see; database trouble propagates, and the task retries.
+    """
+    outcome = _signup_process(signup_id=signup_id)
+    return outcome if isinstance(outcome, str) else ",".join(outcome.emails) or "none"
+
+
+@transaction.atomic
+def _signup_process(*, signup_id: int) -> OptInOutcome | str:
+    signup = SignUp.objects.select_for_update().filter(pk=signup_id).first()
+    if signup is None:
+        return "gone"
+    if signup.status != SignUp.Status.RECEIVED:
+        return f"already {signup.status}"
+    signup.attempts += 1
+    signup.processed_at = timezone.now()
+    try:
+        with transaction.atomic():
+            outcome = _signup_apply(signup)
+    except exceptions.FunnelError as error:
+        signup.status = SignUp.Status.FAILED
+        signup.last_error = error.message
+        signup.save(update_fields=["status", "last_error", "attempts", "processed_at"])
+        return "failed"
+    signup.status = SignUp.Status.PROCESSED
+    signup.subscriber = outcome.subscriber
+    signup.outcome = (",".join(outcome.emails) or "none")[:32]
+    signup.last_error = ""
+    signup.save(
+        update_fields=[
+            "status",
+            "subscriber",
+            "outcome",
+            "last_error",
+            "attempts",
+            "processed_at",
+        ]
+    )
+    return outcome
+
+
+def signup_record_failure(*, signup_id: int, error: str, final: bool) -> None:
+    """A processing attempt failed on something transient; final after the last retry."""
+    changes = {"last_error": error[:2000], "attempts": F("attempts") + 1}
+    if final:
+        changes["status"] = SignUp.Status.FAILED
+    SignUp.objects.filter(pk=signup_id, status=SignUp.Status.RECEIVED).update(**changes)
+
+
+def signup_retry(*, signup_id: int) -> bool:
+    """The creator asks for a failed sign-up to be processed again."""
+    from .tasks_signups import signup_process_task
+
+    updated = SignUp.objects.filter(pk=signup_id, status=SignUp.Status.FAILED).update(
+        status=SignUp.Status.RECEIVED, last_error=""
+    )
+    if updated:
+        signup_process_task.delay_on_commit(signup_id)
+    return bool(updated)
+
+
+def signup_requeue_stale(*, now=None) -> int:
+    """Queue again sign-ups committed but never processed: the broker was down when they
+    were stored, or their message died with it. ``now`` lets a drill run it as of later."""
+    from .tasks_signups import signup_process_task
+
+    now = now or timezone.now()
+    stale = list(
+        SignUp.objects.filter(
+            status=SignUp.Status.RECEIVED, created_at__lt=now - SIGNUP_STALE_AFTER
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:2000]
+    )
+    for pk in stale:
+        signup_process_task.delay(pk)
+    return len(stale)
+
+
+def _signup_apply(signup: SignUp) -> OptInOutcome:
+    landing_page = LandingPage.objects.filter(pk=signup.landing_page_id).first()
+    magnet = LeadMagnet.objects.filter(pk=signup.magnet_id).first() if signup.magnet_id else None
+    if magnet is None:
+        raise exceptions.FormNotFound("The lead magnet of this form was deleted.")
+    email = signup.email
+    visitor = Visitor(
+        ip_address=signup.ip_address, user_agent=signup.user_agent, time_zone=signup.time_zone
+    )
+    name = signup.name
 
     subscriber, created = _subscriber_get_or_create_locked(
         email=email, name=name, time_zone=clean_time_zone(visitor.time_zone)
@@ -301,52 +450,115 @@ def optin_submit(
     touch = Touch.objects.create(
         subscriber=subscriber,
         landing_page=landing_page,
-        form_id=form_id,
-        **{
-            k: (getattr(attribution, k) or "")[: 1000 if k == "referrer" else 200]
-            for k in Attribution.__dataclass_fields__
-        },
+        form_id=signup.form_id,
+        created_at=signup.created_at,
+        **{k: getattr(signup, k) for k in Attribution.__dataclass_fields__},
     )
     subscriber.first_touch = subscriber.first_touch or touch
     subscriber.last_touch = touch
     subscriber.save(update_fields=["name", "time_zone", "first_touch", "last_touch"])
-    if tags := _tags_from(form.get("tags", "")):
+    if tags := _tags_from(signup.tags):
         subscriber.tags.add(*tags)
 
     ConsentRecord.objects.create(
         subscriber=subscriber,
         action=ConsentRecord.Action.GRANTED,
         email=email,
-        consent_text=form.get("consent_text", ""),
-        landing_page_id=landing_page.pk,
-        page_url=landing_page.full_url or landing_page.url or "",
-        form_id=form_id,
-        form_version=str(landing_page.live_revision_id or landing_page.latest_revision_id or ""),
+        consent_text=signup.consent_text,
+        landing_page_id=signup.landing_page_id,
+        page_url=signup.page_url,
+        form_id=signup.form_id,
+        form_version=signup.form_version,
         ip_address=visitor.ip_address,
-        user_agent=(visitor.user_agent or "")[:500],
+        user_agent=visitor.user_agent,
+        # Consent was given when the visitor posted, not when a worker got to it.
+        created_at=signup.created_at,
     )
     # A fresh, explicit consent lifts an earlier erasure's suppression.
     Suppression.objects.filter(email_hash=email_hash(email)).delete()
 
     outcome = OptInOutcome(subscriber=subscriber)
+    recent = signup.created_at - DUPLICATE_WINDOW
     if subscriber.status == Subscriber.Status.CONFIRMED:
-        magnet_send(subscriber=subscriber, magnet=magnet)
-        outcome.emails.append("delivery")
         # Already confirmed elsewhere: this form's sequence (and tags) still apply.
         sequences.enrol_on_confirm(
-            subscriber=subscriber, landing_page=landing_page, form_id=form_id
+            subscriber=subscriber, landing_page=landing_page, form_id=signup.form_id
         )
-    elif subscriber.status == Subscriber.Status.PENDING and not form.get("double_opt_in", True):
-        _confirm(subscriber=subscriber, landing_page=landing_page, form_id=form_id, visitor=visitor)
+        already_sent = (
+            SignUp.objects.filter(
+                subscriber=subscriber,
+                magnet_id=magnet.pk,
+                outcome="delivery",
+                created_at__gte=recent,
+            )
+            .exclude(pk=signup.pk)
+            .exists()
+        )
+        if not already_sent:
+            magnet_send(subscriber=subscriber, magnet=magnet)
+            outcome.emails.append("delivery")
+    elif subscriber.status == Subscriber.Status.PENDING and not signup.double_opt_in:
+        _confirm(
+            subscriber=subscriber,
+            landing_page=landing_page,
+            form_id=signup.form_id,
+            visitor=visitor,
+        )
         magnet_send(subscriber=subscriber, magnet=magnet)
         outcome.emails.append("delivery")
     else:
-        # New, pending, or someone who left: they confirm by email before anything else.
-        token = _issue_confirm_token(
-            subscriber=subscriber, landing_page=landing_page, magnet=magnet
-        )
-        _confirmation_email(subscriber, token, magnet)
-        outcome.emails.append("confirm")
+        # New, pending, or someone who left: they confirm by email before anything else —
+        # once, however many times the same form was sent in the same moment. The
+        # subscriber row is locked, so racing sign-ups of one address see each other here.
+        pending_token = SubscriberToken.objects.filter(
+            subscriber=subscriber,
+            purpose=SubscriberToken.Purpose.CONFIRM,
+            magnet=magnet,
+            used_at__isnull=True,
+            created_at__gte=recent,
+        ).exists()
+        if not pending_token or subscriber.status != Subscriber.Status.PENDING:
+            token = confirm_token_issue(
+                subscriber=subscriber, landing_page=landing_page, magnet=magnet
+            )
+            _confirmation_email(subscriber, token, magnet)
+            outcome.emails.append("confirm")
+    return outcome
+
+
+@transaction.atomic
+def optin_submit(
+    *,
+    landing_page: LandingPage,
+    form_id: str,
+    email: str,
+    name: str,
+    consent: bool,
+    visitor: Visitor,
+    attribution: Attribution,
+) -> OptInOutcome:
+    """A visitor asked for a magnet: store the sign-up and process it at once.
+
+    The web request stores it only (signup_receive) and leaves the rest to Celery; imports,
+    the demo and tests use this. The outcome never tells the visitor whether the address
+    was already known.
+    """
+    spec = optin_form_specs_of(landing_page).get(str(form_id))
+    if spec is None:
+        raise exceptions.FormNotFound()
+    signup = signup_receive(
+        spec=spec,
+        email=email,
+        name=name,
+        consent=consent,
+        visitor=visitor,
+        attribution=attribution,
+        queue=False,
+    )
+    outcome = _signup_process(signup_id=signup.pk)
+    if isinstance(outcome, str):
+        signup.refresh_from_db()
+        raise exceptions.FunnelError(signup.last_error or None)
     return outcome
 
 
@@ -534,6 +746,8 @@ def subscriber_erase(*, subscriber: Subscriber, reason: str = "erasure") -> None
     Suppression.objects.get_or_create(email_hash=email_hash(email), defaults={"reason": reason})
     Subscriber.objects.filter(pk=subscriber.pk).update(first_touch=None, last_touch=None)
     subscriber.delete()
+    # The raw sign-ups hold the address (and what the visitor sent) too.
+    SignUp.objects.filter(email__iexact=email).delete()
     # The outbox holds copies of what we sent them; those go too.
     OutboundEmail.objects.filter(to__iexact=email).delete()
     audience_forget.delay_on_commit(email)

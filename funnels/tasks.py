@@ -32,6 +32,16 @@ def audience_sync_subscriber(self, subscriber_id: int) -> str:
     return "synced"
 
 
+@shared_task
+def audience_requeue_stale() -> int:
+    """Beat: re-queue the syncs of confirmations and unsubscriptions committed while the
+    broker was down (the on-commit publish only logged). Nothing is synced twice in effect:
+    the sync is an upsert of current state, and a synced row is no longer due."""
+    if not audience.enabled():
+        return 0
+    return audience_sync_subscriber.requeue(audience.subscribers_sync_due())
+
+
 @shared_task(bind=True, max_retries=10, acks_late=True)
 def audience_forget(self, email: str) -> str:
     """Permanently delete an erased subscriber from Mailchimp."""
@@ -69,4 +79,4 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
     return batch_id
 
 
-from . import tasks_sequences  # noqa: E402,F401
+from . import tasks_sequences, tasks_signups  # noqa: E402,F401

@@ -3,6 +3,7 @@
 import json
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -47,13 +48,34 @@ def _optin_error(request, page, form_id, form, error: exceptions.FunnelError, st
     return response
 
 
+def _page_error(request, page_id: int, form_id, form, error: exceptions.FunnelError, status: int):
+    if wants_json(request):
+        return JsonResponse({"ok": False, "message": error.message}, status=status)
+    # Without JavaScript the visitor sees the page again with the message at the form;
+    # the page is read in full only on this rare path.
+    page = LandingPage.objects.live().public().filter(pk=page_id).first()
+    if page is None:
+        return render(
+            request, "funnels/link_problem.html", {"message": error.message}, status=status
+        )
+    return _optin_error(request, page, form_id, form, error, status)
+
+
+# Outside ATOMIC_REQUESTS: the one INSERT commits by itself, with no BEGIN/COMMIT around it.
+@transaction.non_atomic_requests
 @same_origin_post  # the form is on edge-cached pages: no per-visitor CSRF token there
 @require_http_methods(["GET", "POST"])
 def optin_post(request, page_id: int, form_id):
     """The opt-in form's action: a plain URL rather than a route under the page, so a
-    launch-day burst of sign-ups skips Wagtail's page serving (a fifth of the request)."""
-    page = LandingPage.objects.live().public().filter(pk=page_id).first()
-    if page is None:
+    launch-day burst of sign-ups skips Wagtail's page serving.
+
+    The request checks what the visitor can fix (address, consent, bot traps, rate limits),
+    stores the sign-up in one row and answers; a Celery task does the rest
+    (funnels.tasks_signups). The form definition comes from a per-revision cache.
+    """
+    form_id = str(form_id)
+    specs = selectors.optin_form_specs(page_id=page_id)
+    if specs is None:
         return render(
             request,
             "funnels/link_problem.html",
@@ -61,27 +83,25 @@ def optin_post(request, page_id: int, form_id):
             status=404,
         )
     if request.method != "POST":
-        return redirect(page.url)
-    return optin_submit(request, page, str(form_id))
-
-
-def optin_submit(request, page, form_id: str):
-    """POST from a landing page's opt-in form (inline by fetch, or a plain form post)."""
+        page = LandingPage.objects.filter(pk=page_id).first()
+        return redirect(page.url if page else "/")
     form = OptInForm(request.POST)
     # The header, not request.body: the CSRF check has already read the stream.
     if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_OPTIN_BODY:
-        return _optin_error(
-            request, page, form_id, form, exceptions.FunnelError("That form was too large."), 413
-        )
+        error = exceptions.FunnelError("That form was too large.")
+        return _page_error(request, page_id, form_id, form, error, 413)
     if not form.is_valid():
-        return _optin_error(request, page, form_id, form, exceptions.InvalidEmail(), 400)
+        return _page_error(request, page_id, form_id, form, exceptions.InvalidEmail(), 400)
+    spec = specs.get(form_id)
     if form.is_honeypot_filled():
         # Bots get the same answer as people, and nothing is stored.
-        return _optin_success(request, page)
+        return _optin_success(request, spec.thanks_url if spec else "/")
+    if spec is None:
+        return _page_error(request, page_id, form_id, form, exceptions.FormNotFound(), 400)
     elapsed = form.seconds_since_render()
     # A missing or forged timestamp means the form was not loaded from our page.
     if elapsed is None or elapsed < MIN_SECONDS_TO_SUBMIT:
-        return _optin_error(request, page, form_id, form, exceptions.SuspectedBot(), 400)
+        return _page_error(request, page_id, form_id, form, exceptions.SuspectedBot(), 400)
 
     ip = client_ip(request) or "unknown"
     within = all(
@@ -93,13 +113,12 @@ def optin_submit(request, page, form_id: str):
         email_key = form.cleaned_data["email"].strip().lower()
         within = ratelimit.hit("optin-email", email_key, limit=n, window=w)
     if not within:
-        return _optin_error(request, page, form_id, form, exceptions.RateLimited(), 429)
+        return _page_error(request, page_id, form_id, form, exceptions.RateLimited(), 429)
 
     data = form.cleaned_data
     try:
-        services.optin_submit(
-            landing_page=page,
-            form_id=form_id,
+        services.signup_receive(
+            spec=spec,
             email=data["email"],
             name=data["name"],
             consent=data["consent"],
@@ -107,17 +126,23 @@ def optin_submit(request, page, form_id: str):
             attribution=services.Attribution(
                 **{k: data[k] for k in services.Attribution.__dataclass_fields__}
             ),
+            dedupe_key=services.signup_dedupe_key(
+                email=data["email"],
+                page_id=page_id,
+                form_id=form_id,
+                rendered_at=data["rendered_at"],
+            ),
         )
     except exceptions.FunnelError as error:
-        return _optin_error(request, page, form_id, form, error, 400)
-    return _optin_success(request, page)
+        return _page_error(request, page_id, form_id, form, error, 400)
+    return _optin_success(request, spec.thanks_url)
 
 
-def _optin_success(request, page):
+def _optin_success(request, thanks_url: str):
     message = "Almost there — check your inbox. We have sent you an email with the next step."
     if wants_json(request):
         return JsonResponse({"ok": True, "message": message})
-    return HttpResponseRedirect(page.url + page.reverse_subpage("optin_thanks"))
+    return HttpResponseRedirect(thanks_url)
 
 
 def _token_error(request, error: exceptions.FunnelError, status: int = 400):

@@ -3,7 +3,7 @@ from django.db.models import Count
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from wagtail import hooks
-from wagtail.admin.panels import FieldPanel
+from wagtail.admin.panels import FieldPanel, ObjectList
 from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
 from wagtail.admin.viewsets.base import ViewSet
 from wagtail.admin.viewsets.model import ModelViewSet
@@ -15,7 +15,8 @@ from core.models import TIME_ZONE_CHOICES
 from core.permissions import RefusingPolicy
 
 from . import admin_views
-from .models import LeadMagnet, Subscriber
+from .forms import LeadMagnetForm
+from .models import LeadMagnet, SignUp, Subscriber
 
 
 class LeadMagnetSnippetViewSet(SnippetViewSet):
@@ -28,6 +29,8 @@ class LeadMagnetSnippetViewSet(SnippetViewSet):
     menu_order = 210
     add_to_admin_menu = True
     delete_view_class = admin_views.LeadMagnetDeleteView
+    # Refuses a file that cannot be stamped for subscribers; shows the stored file's status.
+    edit_handler = ObjectList(LeadMagnet.panels, base_form_class=LeadMagnetForm)
     list_display = [
         "title",
         Column("filename", label=_("File name"), accessor="filename"),
@@ -127,6 +130,66 @@ class SubscriberViewSet(ModelViewSet):
         ]
 
 
+# Sign-ups are written by the opt-in request and processed by a task; the admin only reads
+# them, so the creator sees what is still waiting and what failed, and why.
+register_permission_policy(SignUp, RefusingPolicy(SignUp, refused={"add", "change", "delete"}))
+
+
+class SignUpViewSet(ModelViewSet):
+    model = SignUp
+    icon = "mail"
+    # Never saved through the admin (the policy refuses change); Wagtail wants a form.
+    form_fields = ["email"]
+    menu_label = _("Sign-ups")
+    menu_order = 221
+    add_to_admin_menu = True
+    copy_view_enabled = False
+    inspect_view_enabled = True
+    search_fields = ["email"]
+    search_backend_name = None
+    list_filter = ["status"]
+    ordering = "-created_at"
+    list_per_page = 50
+    list_display = [
+        "email",
+        StatusTagColumn(
+            "status",
+            label=_("Processing"),
+            accessor="get_status_display",
+            sort_key="status",
+            primary=lambda s: s.status == SignUp.Status.PROCESSED,
+        ),
+        Column("outcome", label=_("Email sent")),
+        Column("attempts", label=_("Attempts")),
+        Column("last_error", label=_("Error")),
+        Column("landing_page_id", label=_("Page id")),
+        DateColumn("created_at", label=_("Received"), sort_key="created_at"),
+        DateColumn("processed_at", label=_("Processed"), sort_key="processed_at"),
+    ]
+    inspect_view_fields = [
+        "email",
+        "name",
+        "status",
+        "outcome",
+        "attempts",
+        "last_error",
+        "subscriber",
+        "landing_page_id",
+        "form_id",
+        "form_version",
+        "page_url",
+        "consent_text",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "referrer",
+        "ip_address",
+        "user_agent",
+        "created_at",
+        "processed_at",
+    ]
+
+
 class FunnelReportViewSet(ViewSet):
     name = "funnel_performance"
     url_prefix = "funnel-performance"
@@ -152,6 +215,11 @@ class FunnelReportViewSet(ViewSet):
 @hooks.register("register_admin_viewset")
 def register_subscriber_viewset():
     return SubscriberViewSet("subscribers")
+
+
+@hooks.register("register_admin_viewset")
+def register_signup_viewset():
+    return SignUpViewSet("signups")
 
 
 @hooks.register("register_admin_viewset")

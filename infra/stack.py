@@ -105,6 +105,8 @@ def app_env() -> dict[str, str]:
         "DJANGO_MEDIA_ROOT": str(var / "media"),
         "LODESTONE_PROTECTED_ROOT": str(var / "protected"),
         "LODESTONE_TRUSTED_PROXY_COUNT": "1",
+        # nginx sends stamped downloads (the /_stamped/ locations of the nginx template).
+        "LODESTONE_X_ACCEL": os.environ.get("LODESTONE_X_ACCEL", "true"),
         "GUNICORN_BIND": f"127.0.0.1:{PORTS['gunicorn']}",
         "PYTHONUNBUFFERED": "1",
     }
@@ -321,6 +323,7 @@ def nginx_conf(env: dict[str, str]) -> Path:
         STATIC_ROOT=env["DJANGO_STATIC_ROOT"],
         MEDIA_ROOT=env["DJANGO_MEDIA_ROOT"],
         PROTECTED_ROOT=env["LODESTONE_PROTECTED_ROOT"],
+        DOWNLOADS_ROOT=Path(env["LODESTONE_VAR_DIR"]) / "downloads",
         ACCESS_LOG=os.environ.get("LODESTONE_STACK_NGINX_ACCESS_LOG", "off"),
         LOAD_MODULES=f"load_module {module};" if module else "",
         PURGE_SERVER=purge,

@@ -17,15 +17,19 @@ to a status code for the edge (429 for the limit, 503 for a store that did not a
 """
 
 import mimetypes
+import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.formats import date_format
 
+from .accel import AccelHead, accel_head, accel_redirect, accel_tail_write
 from .exceptions import (
     DeliveryError,
     DownloadLimitReached,
@@ -40,7 +44,15 @@ from .models import DownloadDelivery
 from .stamping.epub import epub_suffix
 from .stamping.markers import marker_new
 from .stamping.pdf import Licensee, pdf_suffix
-from .stamping.prepare import Prepared, base_hasher, prepared_get
+from .stamping.prepare import (
+    Prepared,
+    base_hasher,
+    kind_of,
+    prepare_local,
+    prepared_get,
+    prepared_peek,
+)
+from .stamping.storage_io import StoredFile
 from .stamping.zip import zip_suffix
 from .storage import protected_storage
 
@@ -50,6 +62,13 @@ DEFAULT_WINDOW_DAYS = 30
 
 class DownloadResponse(StreamingHttpResponse):
     """The stamped file as a streaming attachment; `.delivery` is its ledger row."""
+
+    delivery: DownloadDelivery
+
+
+class AccelDownloadResponse(HttpResponse):
+    """Behind our nginx: an empty answer whose X-Accel-Redirect makes nginx send the same
+    bytes the streaming path would (see media/accel.py); `.delivery` is its ledger row."""
 
     delivery: DownloadDelivery
 
@@ -71,7 +90,7 @@ def download_deliver(
     filename: str,
     request=None,
     allow_unstamped: bool | None = None,
-) -> DownloadResponse:
+) -> DownloadResponse | AccelDownloadResponse:
     """Stream `source_name` to one person, stamped and recorded.
 
     `user` (an account) or `subscriber_email` (a lead-magnet subscriber) names the
@@ -99,14 +118,24 @@ def download_deliver(
             "please try again later."
         )
     ip_address, user_agent = _client(request)
+    # Behind our nginx, nginx sends the bytes: the prepared head from a local cache, then
+    # this buyer's tail from a small file (media.accel). Filled before the ledger row, so
+    # a store that does not answer records nothing.
+    head = accel_head(storage, prepared) if getattr(settings, "DOWNLOAD_X_ACCEL", False) else None
     with transaction.atomic():
         _limit_enforce(user=user, email=email, source_name=source_name, filename=filename)
         issued_at = timezone.now()
         for attempt in range(3):
             licensee = Licensee(recipient_name.strip(), email, order_reference, marker_new())
             suffix = _buyer_part(prepared, licensee, issued_at)
-            hasher = base_hasher(storage, prepared)
-            hasher.update(suffix)
+            if head is not None and not suffix.startswith(head.prefix):
+                head = None  # the buyer's part no longer starts with the cached prefix
+            if head is not None:
+                hasher = head.hasher()
+                hasher.update(memoryview(suffix)[len(head.prefix) :])
+            else:
+                hasher = base_hasher(storage, prepared)
+                hasher.update(suffix)
             try:
                 with transaction.atomic():
                     delivery = DownloadDelivery.objects.create(
@@ -129,6 +158,10 @@ def download_deliver(
             except IntegrityError:
                 if attempt == 2:
                     raise
+        if head is not None:
+            # Written inside the transaction: a full disk rolls the row back.
+            tail = accel_tail_write(suffix[len(head.prefix) :])
+            return _accel_response(head, tail, delivery, filename)
         # Opened last and inside the transaction: a store that does not answer rolls the
         # row back, so a failed attempt does not count against the buyer's limit.
         base = _open_base(storage, prepared)
@@ -148,6 +181,71 @@ def download_prepare_later(source_name: str) -> None:
     from .stamping.tasks import download_prepare
 
     download_prepare.delay_on_commit(source_name)
+
+
+def upload_problem(upload, *, name: str = "") -> str:
+    """Why an uploaded file, not yet stored, could not be stamped for its buyers, with what
+    the creator can do about it; "" when it can (or when it is no PDF, EPUB or ZIP).
+
+    Runs the same preparation a first download would, on a temporary copy (a fraction of a
+    second for a long PDF), so an editor can refuse the file before anyone buys it.
+    """
+    name = name or getattr(upload, "name", "") or "upload"
+    upload.seek(0)
+    head = upload.read(1024)
+    upload.seek(0)
+    kind = kind_of(name, head)
+    if kind == "plain":
+        return ""
+    with tempfile.TemporaryDirectory(prefix="lodestone-upload-check-") as work:
+        work = Path(work)
+        path = _local_copy(upload, work)
+        stored = StoredFile(name=name, size=path.stat().st_size, version="upload")
+        problem = prepare_local(stored, path, work).problem
+    upload.seek(0)
+    return problem
+
+
+@dataclass(frozen=True)
+class DownloadStatus:
+    """Where a stored file stands for stamped delivery, for its creator."""
+
+    state: str  # "ready", "preparing", "problem", "missing" or "unknown"
+    message: str
+
+
+def download_status(name: str) -> DownloadStatus:
+    """Whether a stored file is ready to be stamped for buyers; never prepares it (the
+    queued task does), so an admin page can show it for every file at once."""
+    try:
+        prepared = prepared_peek(name)
+    except SourceMissing:
+        return DownloadStatus(
+            "missing", "This file is missing from the protected store. Upload it again."
+        )
+    except StorageUnavailable:
+        return DownloadStatus(
+            "unknown", "The protected store did not answer; reload the page to see the status."
+        )
+    if prepared is None:
+        return DownloadStatus(
+            "preparing",
+            "Being prepared for stamped downloads (seconds to a minute). "
+            "Reload the page to see the result.",
+        )
+    if prepared.problem:
+        if getattr(settings, "DOWNLOAD_ALLOW_UNSTAMPED", False):
+            after = "Buyers get it unstamped, as this site allows."
+        else:
+            after = "Buyers cannot download it until you upload a copy that can be stamped."
+        return DownloadStatus("problem", f"Cannot be stamped: {prepared.problem} {after}")
+    if prepared.stampable:
+        return DownloadStatus(
+            "ready", "Ready: every download is stamped with its buyer's name and email."
+        )
+    return DownloadStatus(
+        "ready", "Ready: sent as it is (only PDF, EPUB and ZIP files carry a buyer's stamp)."
+    )
 
 
 def http_status(error: DeliveryError) -> int:
@@ -202,6 +300,19 @@ def _limit_enforce(*, user, email: str, source_name: str, filename: str) -> None
         )
 
 
+def _local_copy(upload, work: Path) -> Path:
+    """A path to the upload's bytes: Django's own temporary file for a large upload."""
+    try:
+        return Path(upload.temporary_file_path())
+    except AttributeError:
+        pass
+    path = work / "source"
+    with open(path, "wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
 def _buyer_part(prepared: Prepared, licensee: Licensee, issued_at) -> bytes:
     if not prepared.stampable:
         return b""
@@ -218,17 +329,32 @@ def _open_base(storage, prepared: Prepared):
     return open_range(storage, prepared.base_name, 0, prepared.base_length)
 
 
-def _response(base, suffix: bytes, delivery: DownloadDelivery, filename: str) -> DownloadResponse:
-    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    response = DownloadResponse(_Body(base, suffix), content_type=content_type)
-    response.delivery = delivery
-    response["Content-Length"] = str(delivery.sent_size)
+def _attachment_headers(response, filename: str) -> None:
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     response["Cache-Control"] = "private, no-store"
     response["X-Content-Type-Options"] = "nosniff"
     # Each request is a new delivery with its own marker: a resumed range of another
     # copy would not fit, so ranges are not offered.
     response["Accept-Ranges"] = "none"
+
+
+def _accel_response(
+    head: AccelHead, tail: str, delivery: DownloadDelivery, filename: str
+) -> AccelDownloadResponse:
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    response = AccelDownloadResponse(content_type=content_type)
+    response.delivery = delivery
+    response["X-Accel-Redirect"] = accel_redirect(head, tail)
+    _attachment_headers(response, filename)
+    return response
+
+
+def _response(base, suffix: bytes, delivery: DownloadDelivery, filename: str) -> DownloadResponse:
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    response = DownloadResponse(_Body(base, suffix), content_type=content_type)
+    response.delivery = delivery
+    response["Content-Length"] = str(delivery.sent_size)
+    _attachment_headers(response, filename)
     return response
 
 

@@ -120,6 +120,17 @@ class Video(models.Model):
         return str(self.Status(status).label)
 
     @property
+    def viewer_status_label(self) -> str:
+        """playback_status_label as a buyer reads it: what to expect, not the machine's
+        state (the reason of a failure is for staff, who see playback_status_label)."""
+        status = self.playback_status
+        if status == self.Status.READY:
+            return str(self.Status.READY.label)
+        if status == self.Status.FAILED:
+            return str(_("This video is unavailable; the creator has been told."))
+        return str(_("This video is being prepared — check back in a few minutes."))
+
+    @property
     def playback_progress(self) -> int:
         return self.watermark_progress if self.playback_status == "watermarking" else self.progress
 

@@ -259,6 +259,9 @@ def _transcode_claimed(
     with tempfile.TemporaryDirectory(prefix=_workdir_prefix(video)) as workdir:
         workdir = Path(workdir)
         try:
+            # Before fetching the source: a missing ffmpeg is the machine's problem, and
+            # the creator reads how to fix it on the video's status.
+            transcode.tools_check()
             source = _local_source(storage, source_name, workdir, progress)
             info = transcode.probe(source)
             progress.update(0, duration_seconds=info.duration, width=info.width, height=info.height)

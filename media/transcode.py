@@ -10,14 +10,16 @@ as they are, so hls.js has nothing to transmux (it would have to repackage MPEG-
 JavaScript), they carry less container overhead than TS, and Safari plays them natively.
 """
 
+import contextlib
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,38 @@ class TranscodeError(Exception):
 
 class SourceUnreadable(TranscodeError):
     """ffprobe cannot read the file, or it has no video: retrying will not help."""
+
+
+class ToolMissing(TranscodeError):
+    """ffmpeg or ffprobe is not on this machine's PATH: the fix is installing it, not the
+    file, and retrying before then will not help."""
+
+    def __init__(self, tool: str) -> None:
+        super().__init__(
+            f"{tool} is not installed on the worker: install the Debian package ffmpeg "
+            "(apt-get install ffmpeg), then process the video again (upload its file again, "
+            "or run manage.py transcode_video with --again)."
+        )
+        self.tool = tool
+
+
+def tools_check() -> None:
+    """Raise ToolMissing unless ffmpeg and ffprobe are both on PATH."""
+    for tool in (FFMPEG, FFPROBE):
+        if shutil.which(tool) is None:
+            raise ToolMissing(tool)
+
+
+@contextlib.contextmanager
+def _tool(tool: str) -> Iterator[None]:
+    """Turn "no such program" from subprocess into ToolMissing (PATH changed after
+    tools_check, or a caller that did not check)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        if exc.filename == tool or str(exc.filename).endswith("/" + tool):
+            raise ToolMissing(tool) from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -190,7 +224,8 @@ def probe(source: Path) -> SourceInfo:
         "-show_streams",
         str(source),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    with _tool(FFPROBE):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
     if result.returncode != 0:
         line = _first_error_line(result.stderr, source) or f"ffprobe exited {result.returncode}"
         raise SourceUnreadable(f"Could not read the file: {line}")
@@ -383,9 +418,10 @@ def _run_with_progress(
     chatty ffmpeg can never fill a pipe and stall.
     """
     with tempfile.TemporaryFile(mode="w+") as stderr:
-        process = subprocess.Popen(  # noqa: S603
-            command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True
-        )
+        with _tool(command[0]):
+            process = subprocess.Popen(  # noqa: S603
+                command, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL, text=True
+            )
         try:
             assert process.stdout is not None
             for line in process.stdout:
@@ -433,7 +469,8 @@ def make_poster(source: Path, target: Path, info: SourceInfo) -> None:
         "3",
         str(target),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
+    with _tool(FFMPEG):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)  # noqa: S603
     if result.returncode != 0 or not target.exists():
         line = _first_error_line(result.stderr, source) or "no frame written"
         raise TranscodeError(f"Could not make the poster: {line}")

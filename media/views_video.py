@@ -147,12 +147,13 @@ def video_status(request, uid: uuid.UUID):
     video = _video_for(request, uid)
     if not can_view_video(request.user, video):
         return _forbidden()
+    staff = request.user.is_staff
     data = {
         "status": video.playback_status,
-        "status_label": video.playback_status_label,
+        "status_label": video.playback_status_label if staff else video.viewer_status_label,
         "progress": video.playback_progress,
         "ready": video.is_playable,
     }
-    if request.user.is_staff and video.playback_error:
+    if staff and video.playback_error:
         data["error"] = video.playback_error
     return _private(JsonResponse(data))

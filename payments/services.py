@@ -57,6 +57,9 @@ LOGIN_LINK_SALT = "lodestone.payments.login-link"
 PORTAL_LINK_SALT = "lodestone.payments.billing-portal"
 PORTAL_LINK_MAX_AGE = timedelta(days=30)
 CHECKOUT_LINK_SALT = "lodestone.payments.checkout-subscriber"
+# An offer sync asked for this long ago and still pending lost its queue message (broker
+# down at commit); the task queued on commit has had its chance.
+OFFER_SYNC_STALE_AFTER = timedelta(minutes=2)
 # Metadata keys on every Checkout Session, PaymentIntent and Subscription we create; an
 # object without them is not ours (the Stripe account may sell other things too).
 META_ATTEMPT = "lodestone_attempt"
@@ -158,10 +161,34 @@ def _params_hash(params: dict) -> str:
 
 
 def offer_request_sync(*, offer: Offer) -> None:
-    """Queue a sync once the current transaction commits (admin saves call this)."""
+    """Mark the offer as waiting for Stripe and queue a sync once the current transaction
+    commits (admin saves call this). The mark is the outbox row: when the broker is down at
+    commit, the publish is only logged and ``offer_requeue_stale`` queues the sync later."""
     from .tasks import offer_sync
 
+    now = _now()
+    Offer.objects.filter(pk=offer.pk).update(sync_status=SyncStatus.PENDING, updated_at=now)
+    offer.sync_status, offer.updated_at = SyncStatus.PENDING, now
     offer_sync.delay_on_commit(offer.pk)
+
+
+def offer_requeue_stale(*, now: datetime | None = None) -> int:
+    """Beat: queue the sync of offers still waiting for it well after it was asked for. A
+    duplicate is harmless: the sync locks the offer and every Stripe create carries an
+    idempotency key. Without Stripe settings there is nothing to sync to."""
+    from .tasks import offer_sync
+
+    if not settings.STRIPE_SECRET_KEY:
+        return 0
+    now = now or _now()
+    due = (
+        Offer.objects.filter(
+            sync_status=SyncStatus.PENDING, updated_at__lt=now - OFFER_SYNC_STALE_AFTER
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)[:200]
+    )
+    return offer_sync.requeue(list(due))
 
 
 def offer_sync_to_stripe(*, offer_id: int) -> Offer:
@@ -1401,8 +1428,17 @@ def _plan_cancel_or_queue(order_id: int) -> None:
     try:
         order_plan_subscription_cancel(order_id=order_id)
     except Exception as exc:
-        logger.warning("Cancelling the finished plan of order %s failed: %r", order_id, exc)
-        plan_subscription_cancel.delay(order_id)
+        # The order stays marked (plan_completed_at, no subscription_cancel_requested_at):
+        # the task retries it, and with the broker down too the hourly
+        # stripe_reconcile_recent does. The webhook that got here has committed; it answers
+        # 200 whatever happens now.
+        logger.warning(
+            "Cancelling the finished plan of order %s failed (%r); queued for a retry, and "
+            "the hourly reconciliation retries it if the queue is down too.",
+            order_id,
+            exc,
+        )
+        plan_subscription_cancel.delay_or_log(order_id)
 
 
 def order_plan_subscription_cancel(*, order_id: int) -> bool:

@@ -44,6 +44,12 @@ def plan_subscription_cancel(self, order_id: int) -> str:
 
 
 @shared_task
+def offer_requeue_stale() -> int:
+    """Beat: syncs of offers saved while the broker was down (services.offer_requeue_stale)."""
+    return services.offer_requeue_stale()
+
+
+@shared_task
 def stripe_reconcile_recent() -> dict:
     """Beat: process any event of the last 3 days that never reached the webhook."""
     report = webhooks.stripe_reconcile_recent()

@@ -21,6 +21,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.csrf import same_origin_post
+
 from . import exceptions, selectors, services, webhooks
 from .models import Order, StripeCustomer
 
@@ -47,6 +49,9 @@ def _see_other(url: str) -> HttpResponseRedirect:
 
 @transaction.non_atomic_requests
 @never_cache
+# Buy buttons sit on edge-cached landing and product pages, which cannot carry a per-visitor
+# CSRF token (its cookie would make the page private): the post must come from our origin.
+@same_origin_post
 @require_http_methods(["GET", "POST"])
 def buy(request, slug: str):
     """GET: the offer with its prices and order bump. POST: off to Stripe Checkout."""
@@ -203,6 +208,10 @@ def stripe_webhook(request):
         return JsonResponse({"error": error.message}, status=400)
     try:
         result = webhooks.stripe_event_receive(payload=payload)
+    except exceptions.WebhookRejected as error:
+        # Signed, but not something the database can keep (webhooks.stripe_event_record).
+        logger.warning("Stripe webhook %r refused: %s", payload["id"][:80], error.message)
+        return JsonResponse({"error": error.message}, status=400)
     except exceptions.EventProcessingFailed:
         # Stored with its error; a 500 makes Stripe retry, and stripe_replay can too.
         return JsonResponse({"error": "Processing failed; the event is stored."}, status=500)

@@ -9,6 +9,8 @@ A handler that raises leaves the event unprocessed with its error, for Stripe's 
 
 import json
 import logging
+import math
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import stripe
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -27,6 +29,7 @@ from .stripe_client import as_dict, stripe_client
 logger = logging.getLogger(__name__)
 
 SIGNATURE_TOLERANCE = 300  # seconds; Stripe's own default
+STRIPE_ID_MAX_LENGTH = 255  # StripeEvent.stripe_id
 RECONCILE_WINDOW = timedelta(days=3)
 
 
@@ -72,39 +75,100 @@ def webhook_verify(*, body: bytes, signature_header: str | None) -> dict:
     except stripe.SignatureVerificationError as exc:
         raise exceptions.WebhookRejected(f"Bad signature: {exc}") from exc
     try:
-        payload = json.loads(body)
-    except ValueError as exc:
+        payload = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotStandardJSON as exc:
+        raise exceptions.WebhookRejected(f"Body is not standard JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
         raise exceptions.WebhookRejected("Body is not JSON.") from exc
     if (
         not isinstance(payload, dict)
         or payload.get("object") != "event"
-        or not str(payload.get("id", "")).startswith("evt_")
+        or not isinstance(payload.get("id"), str)
+        or not payload["id"].startswith("evt_")
+        or len(payload["id"]) > STRIPE_ID_MAX_LENGTH
         or not isinstance(payload.get("type"), str)
+        or not isinstance(payload.get("data"), dict)
+        or not isinstance(payload["data"].get("object"), dict)
     ):
         raise exceptions.WebhookRejected("Body is not a Stripe event.")
     return payload
 
 
+class _NotStandardJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name: str):
+    # NaN, Infinity, -Infinity: Python's json reads them, JSON (and PostgreSQL's jsonb) does
+    # not, and Stripe never sends them.
+    raise _NotStandardJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # 1e999
+        raise _NotStandardJSON(f"{text[:40]} is out of range")
+    return number
+
+
+# PostgreSQL text and jsonb cannot hold NUL, nor can UTF-8 hold a lone surrogate (JSON's
+# "\ud800"); both become U+FFFD, the replacement character, in what we store.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+MAX_DEPTH = 64  # Stripe's events nest a handful of levels
+
+
+def storable(value, *, depth: int = 0):
+    """``value`` as PostgreSQL can store it: every string (keys too) without NUL or lone
+    surrogates. Stored with the event and processed from the store, so the handlers see
+    the same data the admin shows. WebhookRejected when it nests absurdly deep."""
+    if depth > MAX_DEPTH:
+        raise exceptions.WebhookRejected("Body nests too deep to be a Stripe event.")
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v, depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v, depth=depth + 1) for v in value]
+    return value
+
+
+def _created_at(created) -> datetime | None:
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(created, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def stripe_event_record(*, payload: dict, via: str = "webhook") -> StripeEvent:
-    """Store an event under its Stripe id; a second copy returns the stored row."""
+    """Store an event under its Stripe id; a second copy returns the stored row.
+
+    Strings PostgreSQL cannot hold (NUL, lone surrogates) are stored with U+FFFD in their
+    place (``storable``); WebhookRejected if the event still cannot be stored."""
+    payload = storable(payload)
     existing = StripeEvent.objects.filter(stripe_id=payload["id"]).first()
     if existing is not None:
         return existing
-    created = payload.get("created")
+    api_version = payload.get("api_version")
     try:
         with transaction.atomic():
             return StripeEvent.objects.create(
                 stripe_id=payload["id"],
-                type=payload.get("type", "")[:128],
-                api_version=payload.get("api_version") or "",
-                livemode=bool(payload.get("livemode")),
+                type=str(payload.get("type", ""))[:128],
+                api_version=api_version[:64] if isinstance(api_version, str) else "",
+                livemode=payload.get("livemode") is True,
                 payload=payload,
-                stripe_created_at=datetime.fromtimestamp(created, tz=UTC) if created else None,
+                stripe_created_at=_created_at(payload.get("created")),
                 received_via=via,
             )
     except IntegrityError:
         # A concurrent delivery of the same event stored it first.
         return StripeEvent.objects.get(stripe_id=payload["id"])
+    except DataError as exc:
+        # Whatever else the database refuses: not an event we can keep, and never a 500.
+        logger.warning("Stripe event %r could not be stored: %s", payload["id"][:80], exc)
+        raise exceptions.WebhookRejected("The event cannot be stored.") from exc
 
 
 @dataclass

@@ -33,15 +33,24 @@ def _description(registration: Registration, join_url: str) -> str:
     return "\n".join(lines)
 
 
+def ics_method(registration: Registration) -> str:
+    """The iTIP method of the registration's event as it stands: CANCEL once the session or
+    the seat is cancelled, REQUEST otherwise (a new or updated invitation)."""
+    occasion: Occasion = registration.occasion
+    cancelled = occasion.is_cancelled or registration.status == Registration.Status.CANCELLED
+    return "CANCEL" if cancelled else "REQUEST"
+
+
 def ics_bytes(registration: Registration, *, join_url: str, organizer_email: str = "") -> bytes:
     """The registration's event as an iCalendar file (RFC 5545; iTIP method per RFC 5546)."""
     occasion: Occasion = registration.occasion
-    cancelled = occasion.is_cancelled or registration.status == Registration.Status.CANCELLED
+    method = ics_method(registration)
+    cancelled = method == "CANCEL"
     cal = Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
     cal.add("calscale", "GREGORIAN")
-    cal.add("method", "CANCEL" if cancelled else "REQUEST")
+    cal.add("method", method)
 
     event = Event()
     event.add("uid", event_uid(registration))

@@ -6,13 +6,15 @@ they registered), with the zone named, and the session's own zone beside it when
 differ.
 """
 
+from email.utils import parseaddr
+
 from django.template.loader import render_to_string
 from django.utils import formats
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
 from core.models import OutboundEmail
-from core.services import brand_settings, email_enqueue
+from core.services import OutboundAttachment, brand_settings, default_from_email, email_enqueue
 
 from . import calendar
 from .links import registrant_url
@@ -49,6 +51,24 @@ def _links(registration: Registration) -> dict:
     }
 
 
+INVITE_FILENAME = "invite.ics"
+
+
+def calendar_invite(registration: Registration, *, join_url: str) -> OutboundAttachment:
+    """The registration's event as it stands now, to attach: a REQUEST (new or moved, with
+    the occasion's SEQUENCE) or a CANCEL. The organizer is the address the email comes
+    from, as iTIP expects of the sender of a REQUEST; the same file the link serves."""
+    return OutboundAttachment(
+        filename=INVITE_FILENAME,
+        content=calendar.ics_bytes(
+            registration,
+            join_url=join_url,
+            organizer_email=parseaddr(default_from_email())[1],
+        ),
+        content_type=f"text/calendar; method={calendar.ics_method(registration)}",
+    )
+
+
 def _send(
     registration: Registration,
     *,
@@ -60,8 +80,10 @@ def _send(
     show_join: bool = True,
     show_calendar: bool = True,
     show_cancel: bool = True,
+    invite: bool = False,
     extra: dict | None = None,
 ) -> OutboundEmail:
+    links = _links(registration)
     context = {
         "brand": brand_settings(),
         "registration": registration,
@@ -73,15 +95,17 @@ def _send(
         "show_calendar": show_calendar,
         "show_cancel": show_cancel,
         **session_lines(registration),
-        **_links(registration),
+        **links,
         **(extra or {}),
     }
+    attachments = [calendar_invite(registration, join_url=links["join_url"])] if invite else []
     return email_enqueue(
         to=registration.email,
         subject=subject,
         text_body=render_to_string("webinars/email/notice.txt", context),
         html_body=render_to_string("webinars/email/notice.html", context),
         kind=f"webinars:{kind}",
+        attachments=attachments,
     )
 
 
@@ -107,6 +131,7 @@ def confirmation_send(registration: Registration, *, confirm_url: str = "") -> O
         subject=_("You're registered: %(title)s") % {"title": title},
         heading=_("You're registered"),
         paragraphs=paragraphs,
+        invite=True,
         extra={"confirm_url": confirm_url},
     )
 
@@ -147,6 +172,7 @@ def moved_send(registration: Registration) -> OutboundEmail:
             )
             % {"title": title},
         ],
+        invite=True,
     )
 
 
@@ -168,6 +194,7 @@ def cancelled_send(registration: Registration) -> OutboundEmail:
         ],
         show_join=False,
         show_cancel=False,
+        invite=True,
         extra={"page_url": registration.page.full_url or ""},
     )
 

@@ -457,11 +457,11 @@ def _marketing_confirm_url(subscriber) -> str:
     from django.urls import reverse
 
     from funnels.models import Subscriber
-    from funnels.services import _issue_confirm_token
+    from funnels.services import confirm_token_issue
 
     if subscriber is None or subscriber.status == Subscriber.Status.CONFIRMED:
         return ""
-    token = _issue_confirm_token(subscriber=subscriber, landing_page=None, magnet=None)
+    token = confirm_token_issue(subscriber=subscriber, landing_page=None, magnet=None)
     return settings.SITE_URL + reverse("webinars:confirm", kwargs={"token": token})
 
 

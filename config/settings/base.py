@@ -190,6 +190,9 @@ DOWNLOAD_LIMIT_WINDOW_DAYS = env.int("LODESTONE_DOWNLOAD_LIMIT_WINDOW_DAYS", def
 DOWNLOAD_ALLOW_UNSTAMPED = env.bool("LODESTONE_DOWNLOAD_ALLOW_UNSTAMPED", default=False)
 PROTECTED_SERVE_METHOD = env.str("LODESTONE_PROTECTED_SERVE", default="django")
 PROTECTED_ACCEL_PREFIX = "/_protected/"
+# Behind our nginx (infra/nginx/lodestone.conf): stamped downloads are sent by nginx from a
+# local cache under VAR_DIR/downloads/ (media/accel.py) instead of streamed by Django.
+DOWNLOAD_X_ACCEL = env.bool("LODESTONE_X_ACCEL", default=False)
 
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
 if AWS_STORAGE_BUCKET_NAME:
@@ -437,15 +440,23 @@ LOGGING = {
 }
 
 CELERY_BEAT_SCHEDULE = {
-    "requeue-stale-emails": {"task": "core.tasks.requeue_stale_emails", "schedule": 120.0},
-    # Catches webhooks Stripe never delivered (or we never stored): last 3 days, hourly.
     "drip-schedule": {"task": "funnels.tasks_sequences.drip_schedule", "schedule": 60.0},
-    "video-requeue-stale": {"task": "media.tasks.video_requeue_stale", "schedule": 300.0},
     "webinar-reminders": {"task": "webinars.tasks.webinar_reminders_send", "schedule": 60.0},
+    # Catches webhooks Stripe never delivered (or we never stored): last 3 days, hourly.
     "stripe-reconcile-recent": {
         "task": "payments.tasks.stripe_reconcile_recent",
         "schedule": 3600.0,
     },
+    # Outbox sweeps: work committed while the broker was down (or its message lost) is
+    # queued again from the stored rows (core.celery_task.OutboxTask).
+    "requeue-stale-emails": {"task": "core.tasks.requeue_stale_emails", "schedule": 120.0},
+    "signups-requeue-stale": {
+        "task": "funnels.tasks_signups.signup_requeue_stale",
+        "schedule": 60.0,
+    },
+    "audience-requeue-stale": {"task": "funnels.tasks.audience_requeue_stale", "schedule": 120.0},
+    "offer-requeue-stale": {"task": "payments.tasks.offer_requeue_stale", "schedule": 120.0},
+    "video-requeue-stale": {"task": "media.tasks.video_requeue_stale", "schedule": 300.0},
 }
 
 # Wagtail's live preview shows the page in a same-origin iframe, so frames stay

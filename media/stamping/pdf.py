@@ -136,22 +136,27 @@ def pdf_prepare(source, base_path) -> PreparedPdf:
         pdf = pikepdf.open(source)
     except pikepdf.PasswordError as exc:
         raise SourceEncrypted(
-            "This PDF is password-protected. Upload a copy without a password so each "
-            "buyer's copy can be stamped with their name."
+            "This PDF is password-protected. Export it again without a password and upload "
+            "that copy, so each buyer's copy can be stamped with their name."
         ) from exc
     except (pikepdf.PdfError, OSError, ValueError) as exc:
-        raise SourceCorrupt(f"This file cannot be read as a PDF ({_short(exc)}).") from exc
+        raise SourceCorrupt(
+            f"This file cannot be read as a PDF ({_short(exc)}). Export it again from the "
+            "program that made it and upload that copy."
+        ) from exc
     with pdf:
         if pdf.is_encrypted:
             raise SourceEncrypted(
-                "This PDF is encrypted (it has permission restrictions). Upload an unencrypted "
-                "copy so each buyer's copy can be stamped with their name."
+                "This PDF is encrypted (it has permission restrictions). Export it again "
+                "without a password or restrictions and upload that copy, so each buyer's "
+                "copy can be stamped with their name."
             )
         try:
             return _prepare(pdf, base_path)
         except (pikepdf.PdfError, TypeError, ValueError) as exc:
             raise SourceCorrupt(
-                f"This PDF is damaged and cannot be stamped ({_short(exc)})."
+                f"This PDF is damaged and cannot be stamped ({_short(exc)}). Export it "
+                "again from the program that made it and upload that copy."
             ) from exc
 
 

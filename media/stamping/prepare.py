@@ -134,6 +134,21 @@ def prepared_get(source_name: str, *, storage: Storage | None = None) -> Prepare
     return prepared
 
 
+def prepared_peek(source_name: str, *, storage: Storage | None = None) -> Prepared | None:
+    """The prepared form of a protected file if it is ready, else None; never prepares.
+
+    For status displays: cheap (one small read). Raises SourceMissing or
+    StorageUnavailable.
+    """
+    storage = storage or protected_storage()
+    source = stored_file(storage, source_name)
+    with _lock:
+        cached = _prepared.get(source_name)
+    if cached is not None and cached.source_version == source.version:
+        return cached
+    return _manifest_read(storage, source)
+
+
 def base_hasher(storage: Storage, prepared: Prepared):
     """A SHA-256 state that has consumed the base: the hash of base + buyer's part is
     then `hasher.copy().update(part)`, without reading the base per download."""
@@ -215,7 +230,7 @@ def prepare_local(source: StoredFile, path: Path, work: Path) -> Prepared:
         sha = hashlib.file_digest(handle, "sha256").hexdigest()
         handle.seek(0)
         head = handle.read(1024)
-    kind = _kind(source.name, head)
+    kind = kind_of(source.name, head)
     plain = Prepared(
         source_name=source.name,
         source_version=source.version,
@@ -247,13 +262,17 @@ def prepare_local(source: StoredFile, path: Path, work: Path) -> Prepared:
         plain.pdf = plain.zip = plain.epub = None
         plain.base_name, plain.base_length, plain.base_sha256 = source.name, source.size, sha
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        plain.problem = f"This {kind.upper()} file is damaged and cannot be stamped ({exc})."
+        plain.problem = (
+            f"This {kind.upper()} file is damaged and cannot be stamped ({exc}). Export it "
+            "again from the program that made it and upload that copy."
+        )
         plain.pdf = plain.zip = plain.epub = None
         plain.base_name, plain.base_length, plain.base_sha256 = source.name, source.size, sha
     return plain
 
 
-def _kind(name: str, head: bytes) -> str:
+def kind_of(name: str, head: bytes) -> str:
+    """ "pdf", "epub", "zip" (the kinds a buyer's stamp goes into) or "plain"."""
     ext = PurePosixPath(name).suffix.lower()
     if ext == ".pdf" or head.startswith(b"%PDF"):
         return "pdf"

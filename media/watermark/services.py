@@ -12,7 +12,7 @@ import logging
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -92,6 +92,25 @@ def video_watermark_switch(*, video: Video, enabled: bool) -> Video:
                 video_watermark.delay_on_commit(video.pk)
     video.refresh_from_db()
     return video
+
+
+@transaction.atomic
+def video_watermarks_set(*, on: Iterable[int] = (), off: Iterable[int] = ()) -> list[int]:
+    """Flip the switch of the given videos to the wanted state; returns the ids flipped.
+
+    For callers that decide for many videos at once (a course's switch, courses/watermark.py).
+    Rows are locked in id order and the flag re-read under the lock, so two publishes at
+    once flip a video once: switching on a video already on would re-queue its B variant
+    and supersede the run in progress."""
+    wanted = {pk: True for pk in on}
+    wanted.update({pk: False for pk in off if pk not in wanted})
+    flipped = []
+    videos = Video.objects.select_for_update().filter(pk__in=wanted).order_by("pk")
+    for video in videos:
+        if video.forensic_watermark != wanted[video.pk]:
+            video_watermark_switch(video=video, enabled=wanted[video.pk])
+            flipped.append(video.pk)
+    return flipped
 
 
 def video_watermark_after_transcode(*, video_id: int) -> None:

@@ -12,11 +12,15 @@ from wagtail.test.utils.form_data import inline_formset, nested_form_data, rich_
 
 from courses.models import CoursePage, LessonDownload, LessonPage
 from courses.services import course_product_ensure, lesson_completion_set
+from media.stamping.samples import sample_pdf
 from payments.models import Product
 
 from .conftest import course_tree_install
 
 pytestmark = pytest.mark.django_db
+
+# A real PDF: the lesson editor refuses one that cannot be stamped for buyers.
+PROMISE_PDF = sample_pdf(1, seed=7)
 
 
 @pytest.fixture
@@ -155,7 +159,7 @@ def test_a_download_uploaded_in_a_draft_is_stored_and_published_with_the_lesson(
                     {
                         "title": "Promise worksheet",
                         "kind": "pdf",
-                        "file": SimpleUploadedFile("promise.pdf", b"%PDF-1.7 promise"),
+                        "file": SimpleUploadedFile("promise.pdf", PROMISE_PDF),
                     }
                 ]
             ),
@@ -177,7 +181,7 @@ def test_a_download_uploaded_in_a_draft_is_stored_and_published_with_the_lesson(
     draft.publish()
     download = LessonDownload.objects.get()
     assert download.file.name == stored_name
-    assert protected_storage.open(stored_name).read() == b"%PDF-1.7 promise"
+    assert protected_storage.open(stored_name).read() == PROMISE_PDF
 
 
 def test_students_view_lists_buyers_with_their_progress(admin_client, tree, buyer):

@@ -208,7 +208,13 @@ def test_a_download_while_the_store_does_not_answer_says_try_again_and_the_retry
 # --- A video that could not be processed --------------------------------------------------
 
 
-def test_a_lesson_whose_video_failed_shows_the_failure_and_the_creator_sees_why(
+def _pending_label(html: str) -> str:
+    found = re.search(r"<span data-video-status-label>([^<]*)</span>", html)
+    assert found, "the player shows no status"
+    return found.group(1)
+
+
+def test_a_lesson_whose_video_failed_tells_buyers_kindly_and_the_creator_why(
     client, tree, buyer, staff, protected_storage
 ):
     # given the paid lesson's video could not be read by ffprobe
@@ -224,17 +230,54 @@ def test_a_lesson_whose_video_failed_shows_the_failure_and_the_creator_sees_why(
     client.force_login(buyer)
     response = client.get(tree.paid_lesson.url)
 
-    # then the lesson is there, its video marked failed, without a player to wait on
+    # then the lesson is there, its video marked failed, without a player to wait on, and
+    # the buyer reads that the video is unavailable, not a bare machine state
     assert response.status_code == 200
     html = response.content.decode()
     assert 'data-status="failed"' in html
-    assert "Failed" in html
+    assert _pending_label(html) == "This video is unavailable; the creator has been told."
+    assert "Failed" not in html
     assert "moov atom" not in html  # the technical reason is for the creator
     assert client.get(f"/protected/video/{video.uid}/master.m3u8").status_code == 404
-    assert client.get(f"/protected/video/{video.uid}/status.json").json()["status"] == "failed"
+    status = client.get(f"/protected/video/{video.uid}/status.json").json()
+    assert status["status"] == "failed"
+    assert status["status_label"] == "This video is unavailable; the creator has been told."
+    assert "error" not in status
 
-    # and the creator previewing the lesson reads the reason
+    # and the creator previewing the lesson reads the state and the reason
     client.force_login(staff)
-    assert "Could not read the file: moov atom not found" in (
-        client.get(tree.paid_lesson.url).content.decode()
+    staff_html = client.get(tree.paid_lesson.url).content.decode()
+    assert _pending_label(staff_html) == "Failed"
+    assert "Could not read the file: moov atom not found" in staff_html
+
+
+@pytest.mark.parametrize(
+    ("status", "staff_label"),
+    [(Video.Status.UPLOADED, "Waiting to be processed"), (Video.Status.PROCESSING, "Processing")],
+)
+def test_a_lesson_whose_video_is_still_processing_asks_buyers_to_come_back(
+    client, tree, buyer, staff, status, staff_label
+):
+    # given the paid lesson's video is waiting for, or in, the transcode
+    video = Video.objects.create(
+        title="Fresh upload", source="videos/sources/fresh.mp4", status=status, progress=40
+    )
+    LessonPage.objects.filter(pk=tree.paid_lesson.pk).update(video=video)
+
+    # when the buyer opens the lesson
+    client.force_login(buyer)
+    html = client.get(tree.paid_lesson.url).content.decode()
+
+    # then they are asked to come back, while the progress bar keeps moving
+    assert _pending_label(html) == "This video is being prepared — check back in a few minutes."
+    assert staff_label not in html
+    assert '<progress max="100" value="40"' in html
+    polled = client.get(f"/protected/video/{video.uid}/status.json").json()
+    assert polled["status_label"] == ("This video is being prepared — check back in a few minutes.")
+
+    # and staff see the machine's state
+    client.force_login(staff)
+    assert _pending_label(client.get(tree.paid_lesson.url).content.decode()) == staff_label
+    assert client.get(f"/protected/video/{video.uid}/status.json").json()["status_label"] == (
+        staff_label
     )

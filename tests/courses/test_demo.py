@@ -123,7 +123,7 @@ def test_demo_video_is_generated_attached_to_the_free_lesson_and_queued_for_the_
     # anyone may watch the free lesson: the page has the player, waiting for the transcode
     html = client.get(_welcome().url).content.decode()
     assert f'data-status-url="/protected/video/{video.uid}/status.json"' in html
-    assert "Waiting to be processed" in html
+    assert "This video is being prepared — check back in a few minutes." in html
 
 
 def test_demo_worksheet_is_prepared_for_stamping_when_loaded(home, protected_storage, load):

@@ -1,7 +1,7 @@
 """Drill: Redis (broker and cache) is killed in the middle of a burst of sign-ups.
 
 Every visitor still gets their answer, every sign-up is stored, and once Redis is back the
-outbox sweep sends each confirmation exactly once — including those whose task was never
+sign-up and outbox sweeps process each sign-up and send each confirmation exactly once — including those whose task was never
 queued (broker down at commit) and those queued into the Redis that died (its memory lost).
 """
 
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from core.models import OutboundEmail
-from funnels.models import Subscriber
+from funnels.models import SignUp, Subscriber
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until
 
@@ -75,24 +75,41 @@ def test_redis_killed_mid_burst_loses_no_sign_up_and_sends_each_confirmation_onc
 
             # then every visitor got the normal answer, outage or not
             assert {email: status for email, status in answers.items() if status != 200} == {}
-            # and every sign-up is stored once, each with one confirmation in the outbox
-            assert Subscriber.objects.filter(email__in=addresses).count() == BURST
-            outbox = OutboundEmail.objects.filter(to__in=addresses, kind="funnels:confirm")
-            assert sorted(outbox.values_list("to", flat=True)) == sorted(addresses)
+            # and every sign-up is stored at once (the request's one insert), once
+            assert SignUp.objects.filter(email__in=addresses).count() == BURST
 
-            # when the beat's sweep runs once Redis is back (as of 3 minutes later, when
-            # the stranded rows count as stale), in a process of its own as beat runs it
+            # when the beat's sweeps run once Redis is back (as of 3 minutes later, when
+            # the stranded rows count as stale), in a process of its own as beat runs them:
+            # first the sign-ups never queued (or lost with Redis) ...
+            as_of = "timezone.now() + timedelta(minutes=3)"
+            sweep = (
+                "from datetime import timedelta; from django.utils import timezone; "
+                "from core.services import email_requeue_stale; "
+                "from funnels.services import signup_requeue_stale; "
+            )
             requeued = int(
-                run_in_app(
-                    env,
-                    "from datetime import timedelta; from django.utils import timezone; "
-                    "from core.services import email_requeue_stale; "
-                    "print(email_requeue_stale(now=timezone.now() + timedelta(minutes=3)))",
-                ).split()[-1]
+                run_in_app(env, sweep + f"print(signup_requeue_stale(now={as_of}))").split()[-1]
+            )
+            # then each becomes one subscriber with one confirmation in the outbox
+            outbox = OutboundEmail.objects.filter(to__in=addresses, kind="funnels:confirm")
+            wait_until(
+                lambda: (
+                    outbox.count() >= BURST
+                    and not SignUp.objects.filter(
+                        email__in=addresses, status=SignUp.Status.RECEIVED
+                    ).exists()
+                ),
+                timeout=60,
+                what="every sign-up to be processed",
+            )
+            assert Subscriber.objects.filter(email__in=addresses).count() == BURST
+            assert sorted(outbox.values_list("to", flat=True)) == sorted(addresses)
+            # ... then the emails whose message died with Redis
+            requeued += int(
+                run_in_app(env, sweep + f"print(email_requeue_stale(now={as_of}))").split()[-1]
             )
 
-            # then some were stranded by the outage (never queued, or lost with Redis) and
-            # the sweep queued them again
+            # and some were stranded by the outage and queued again by a sweep
             statuses = sorted(outbox.values_list("status", "claimed_at"), key=str)
             assert requeued >= 1, statuses
             # and every address has its confirmation: exactly one message each

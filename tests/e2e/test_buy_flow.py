@@ -13,29 +13,10 @@ from playwright.sync_api import expect
 from funnels.models import LandingPage
 from payments.models import Entitlement, Offer, Order
 from tests.courses.conftest import PAID_LESSON_TEXT, course_tree_install, publish_child
-from tests.harness.plugin import SERVER_STRIPE_WEBHOOK_SECRET
 from tests.harness.wagtail_pages import home_page_install
 from tests.harness.waiting import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-WEBHOOK_PATH = "/pay/stripe/webhook/"
-
-
-@pytest.fixture
-def stripe_servers(web_server, celery_worker, server_stripe, settings):
-    """The servers' Stripe stand-in, reset, posting its webhooks to gunicorn; this test
-    process talks to the same stand-in (the official client, and offer syncs made here)."""
-    server_stripe.reset()
-    server_stripe.auto_deliver = True
-    server_stripe.add_webhook_endpoint(
-        web_server.url + WEBHOOK_PATH, secret=SERVER_STRIPE_WEBHOOK_SECRET
-    )
-    settings.STRIPE_API_BASE = server_stripe.url
-    settings.STRIPE_SECRET_KEY = server_stripe.api_key
-    settings.STRIPE_WEBHOOK_SECRET = SERVER_STRIPE_WEBHOOK_SECRET
-    yield server_stripe
-    server_stripe.reset()
 
 
 def _landing_page_selling(home, offer: Offer) -> LandingPage:

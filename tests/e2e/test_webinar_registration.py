@@ -1,6 +1,6 @@
 """A visitor in Kathmandu registers for a free webinar in Chromium, gets the confirmation
-with a valid calendar file through the outbox and the SMTP sink, and opens the personal
-join link before the start (a countdown) and at the start (the room). A second
+with a valid calendar invite attached through the outbox and the SMTP sink, and opens the
+personal join link before the start (a countdown) and at the start (the room). A second
 registrant's link does not admit the first. gunicorn, the Celery worker and the SMTP sink
 are real processes; the session is moved by publishing, not waited for."""
 
@@ -103,23 +103,34 @@ def test_register_get_the_calendar_invite_and_join_at_the_start(
     subscriber = Subscriber.objects.get(email=email)
     assert ConsentRecord.objects.get(subscriber=subscriber).consent_text == webinar.consent_text
 
-    # and the confirmation reaches the SMTP sink, with a calendar invite that parses
+    # and the confirmation reaches the SMTP sink with the calendar invite attached
     confirmation = smtp_sink.wait_for(
         lambda m: m["To"] == email and m["Subject"].startswith("You're registered")
     )
     text = confirmation.get_body(("plain",)).get_content()
     assert "21:45 (Asia/Kathmandu)" in text
-    ics_url = re.search(r"https?://\S+/webinar/calendar/\S+/", text).group(0)
     join_url = re.search(r"https?://\S+/webinar/join/\S+/", text).group(0)
+    [attached] = [p for p in confirmation.iter_attachments() if p.get_filename() == "invite.ics"]
+    calendar = icalendar.Calendar.from_ical(attached.get_content())
+    assert str(calendar["METHOD"]) == "REQUEST"
+    [event] = calendar.walk("VEVENT")
+    assert str(event["SUMMARY"]) == webinar.title
+    assert int(event["SEQUENCE"]) == 0
+    assert event.decoded("DTSTART") == registration.occasion.starts_at
+    assert str(event.decoded("DTSTART").tzinfo) == "Europe/Helsinki"
+    assert [str(tz["TZID"]) for tz in calendar.walk("VTIMEZONE")] == ["Europe/Helsinki"]
+    assert str(event["LOCATION"]) == join_url
+    # as an invitation mail clients recognise: the body's calendar alternative, method=REQUEST
+    [invitation] = [p for p in confirmation.walk() if p.get_content_type() == "text/calendar"]
+    assert invitation.get_param("method") == "REQUEST"
+    # and the add-to-calendar links are still there; the .ics link serves the same event
+    assert "google.com/calendar" in text and "outlook.live.com" in text
+    ics_url = re.search(r"https?://\S+/webinar/calendar/\S+/", text).group(0)
     assert ics_url.startswith(web_server.url + "/")
     ics = page.request.get(ics_url)
     assert ics.ok and ics.headers["content-type"].startswith("text/calendar")
-    calendar = icalendar.Calendar.from_ical(ics.body())
-    [event] = calendar.walk("VEVENT")
-    assert str(event["SUMMARY"]) == webinar.title
-    assert event.decoded("DTSTART") == registration.occasion.starts_at
-    assert str(event.decoded("DTSTART").tzinfo) == "Europe/Helsinki"
-    assert "google.com/calendar" in text and "outlook.live.com" in text
+    [served] = icalendar.Calendar.from_ical(ics.body()).walk("VEVENT")
+    assert str(served["UID"]) == str(event["UID"])
 
     # when they open their personal link two days early: a countdown in their time
     page.goto(join_url)
@@ -133,7 +144,11 @@ def test_register_get_the_calendar_invite_and_join_at_the_start(
 
     # when the creator moves the session to start now, and they open the link again
     _move_session_to(webinar, timezone.now() - timedelta(minutes=1))
-    smtp_sink.wait_for(lambda m: m["To"] == email and m["Subject"].startswith("New time"))
+    moved = smtp_sink.wait_for(lambda m: m["To"] == email and m["Subject"].startswith("New time"))
+    # whose attached invite updates the same calendar event
+    [attached] = [p for p in moved.iter_attachments() if p.get_filename() == "invite.ics"]
+    [update] = icalendar.Calendar.from_ical(attached.get_content()).walk("VEVENT")
+    assert (str(update["UID"]), int(update["SEQUENCE"])) == (str(event["UID"]), 1)
     page.goto(join_url)
 
     # then the link takes them into the room, and their attendance is recorded

@@ -81,3 +81,15 @@ def client():
     from django.test import Client
 
     return Client(headers={"Origin": "http://testserver"})
+
+
+def process_signups() -> list[str]:
+    """Run the processing task of every sign-up waiting, in this process, as the worker
+    would (the opt-in request only stores the row and queues the task on commit)."""
+    from funnels.models import SignUp
+    from funnels.tasks_signups import signup_process_task
+
+    waiting = SignUp.objects.filter(status=SignUp.Status.RECEIVED).order_by("pk")
+    return [
+        signup_process_task.apply(args=[pk]).get() for pk in waiting.values_list("pk", flat=True)
+    ]

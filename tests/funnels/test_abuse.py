@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from funnels.forms import RENDERED_SALT
-from funnels.models import Subscriber
+from funnels.models import SignUp, Subscriber
 
 pytestmark = pytest.mark.django_db
 
@@ -39,7 +39,7 @@ def test_a_thousand_posts_from_one_ip_store_only_the_first_few(client, landing_p
 
     assert statuses[:10] == [200] * 10
     assert set(statuses[10:]) == {429}
-    assert Subscriber.objects.count() == 10
+    assert SignUp.objects.count() == 10
     refused = client.post(url, form_data("late@lodestone-mail.fi"), HTTP_ACCEPT="application/json")
     assert "Too many sign-ups" in refused.json()["message"]
 
@@ -70,6 +70,7 @@ def test_filled_honeypot_looks_like_success_and_stores_nothing(client, landing_p
 
     assert response.status_code == 200
     assert response.json()["ok"] is True
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 
@@ -87,6 +88,7 @@ def test_posts_without_a_human_pause_are_asked_to_retry(client, landing_page, fo
 
     assert response.status_code == 400
     assert "quicker than we expected" in response.json()["message"]
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 
@@ -98,6 +100,7 @@ def test_an_oversized_post_is_refused(client, landing_page, form_id):
     )
 
     assert response.status_code == 413
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 
@@ -107,6 +110,7 @@ def test_a_cross_site_post_without_the_csrf_token_is_refused(landing_page, form_
     )
 
     assert response.status_code == 403
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 

@@ -24,6 +24,7 @@ from funnels.models import (
     Touch,
 )
 from funnels.services import email_hash
+from media.stamping.samples import sample_pdf
 
 pytestmark = pytest.mark.django_db
 
@@ -368,6 +369,9 @@ def test_non_staff_user_is_redirected_to_log_in(client, url_name):
 # --- Lead magnets -------------------------------------------------------------------------------
 
 
+CHECKLIST_PDF = sample_pdf(1, seed=3)
+
+
 @pytest.fixture
 def protected_tmp(settings, tmp_path, monkeypatch):
     settings.STORAGES = {
@@ -385,8 +389,9 @@ def protected_tmp(settings, tmp_path, monkeypatch):
 def test_lead_magnet_created_in_the_admin_is_stored_in_protected_storage(
     creator_client, protected_tmp, settings
 ):
+    # A real PDF: the admin refuses one that cannot be stamped for subscribers.
     upload = SimpleUploadedFile(
-        "launch-checklist.pdf", b"%PDF-1.4\n%%EOF\n", content_type="application/pdf"
+        "launch-checklist.pdf", CHECKLIST_PDF, content_type="application/pdf"
     )
 
     response = creator_client.post(
@@ -403,7 +408,7 @@ def test_lead_magnet_created_in_the_admin_is_stored_in_protected_storage(
     assert response.status_code == 302, response.context["form"].errors
     magnet = LeadMagnet.objects.get(title="Launch Checklist")
     assert magnet.file.name.startswith("lead-magnets/")
-    assert (protected_tmp / magnet.file.name).read_bytes() == b"%PDF-1.4\n%%EOF\n"
+    assert (protected_tmp / magnet.file.name).read_bytes() == CHECKLIST_PDF
     assert not (settings.MEDIA_ROOT / magnet.file.name).exists()
 
 

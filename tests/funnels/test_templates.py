@@ -23,7 +23,8 @@ from wagtail.rich_text import RichText
 from core.models import BrandSettings, OutboundEmail
 from funnels import services
 from funnels.forms import RENDERED_SALT
-from funnels.models import LandingPage, Subscriber
+from funnels.models import LandingPage, SignUp, Subscriber
+from tests.funnels.conftest import process_signups
 
 pytestmark = pytest.mark.django_db
 
@@ -368,6 +369,8 @@ def test_plain_post_with_email_and_consent_redirects_to_the_thanks_page(
     thanks = landing_page.url + landing_page.reverse_subpage("optin_thanks")
     assert response.status_code == 302
     assert response["Location"] == thanks
+    assert SignUp.objects.get().email == "leila@example.com"
+    assert process_signups() == ["confirm"]
     assert Subscriber.objects.filter(email="leila@example.com").exists()
     page = client.get(thanks)
     assert page.status_code == 200
@@ -393,6 +396,7 @@ def test_plain_post_with_a_bad_email_shows_the_error_and_keeps_what_was_typed(
     assert form.select_one("input[name=email]")["aria-describedby"] == error["id"]
     assert form.select_one("input[name=consent]").has_attr("checked")
     assert form.select_one("input[name=utm_source]")["value"] == "newsletter"
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 
@@ -405,6 +409,7 @@ def test_plain_post_sooner_than_a_person_could_type_is_refused(client, landing_p
 
     assert response.status_code == 400
     assert "quicker than we expected" in response.content.decode()
+    assert not SignUp.objects.exists()
     assert not Subscriber.objects.exists()
 
 

@@ -1,11 +1,14 @@
 """A real Celery worker subprocess on Redis, and the in-process app pointed at the same queue."""
 
 import contextlib
+import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from kombu import pools
 
 from .processes import ServerProcess, running, venv_bin
 
@@ -29,10 +32,12 @@ class CeleryWorker:
 
 def _forget_broker_connections(app) -> None:
     # The app caches its connection pool and its queue routing (app.amqp) on first
-    # use; drop them so the next publish reads the configuration we just set.
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    # use; drop them so the next publish reads the configuration we just set. The pool
+    # is kombu's shared one (kombu.pools, keyed by broker URL): closing it alone would
+    # leave a closed pool registered there ("Acquire on closed pool" on the next publish
+    # to that URL), so reset kombu's registry, which closes and forgets every pool.
+    pools.reset()
+    app._pool = None
     app.__dict__.pop("amqp", None)
 
 
@@ -60,6 +65,19 @@ def app_publishing_to(app, broker: Broker) -> Iterator[None]:
             client = redis.Redis.from_url(broker.url, socket_timeout=2)
             client.delete(broker.queue, f"_kombu.binding.{broker.queue}")
             client.close()
+
+
+@contextlib.contextmanager
+def broker_unreachable(app) -> Iterator[None]:
+    """A broker outage for the in-process app: publishing goes to a Redis port where nothing
+    listens, so every publish fails (after Celery's own quick retries) exactly as it does
+    while Redis is down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    broker = Broker(url=f"redis://127.0.0.1:{port}/0", queue=f"down-{uuid.uuid4().hex[:12]}")
+    with app_publishing_to(app, broker):
+        yield
 
 
 @contextlib.contextmanager

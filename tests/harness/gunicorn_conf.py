@@ -13,3 +13,13 @@ PR_SET_PDEATHSIG = 1
 
 def post_fork(server, worker):
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def pre_request(worker, req):
+    # Transactional tests flush the database after each test, and the flush re-creates
+    # the content types under new ids; this long-lived process must not write the ids it
+    # cached during an earlier test (Wagtail's reference index does, on every save of a
+    # page, an offer, a snippet: a foreign-key error and a 500).
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()

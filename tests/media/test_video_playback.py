@@ -189,7 +189,7 @@ def test_a_video_still_processing_has_no_playlist_but_reports_its_progress(
     assert status["Cache-Control"] == "private, no-store"
     assert status.json() == {
         "status": "processing",
-        "status_label": "Processing",
+        "status_label": "This video is being prepared — check back in a few minutes.",
         "progress": 42,
         "ready": False,
     }
@@ -441,7 +441,8 @@ def test_player_include_shows_status_and_progress_while_processing(lesson_video,
     # then
     assert 'data-status="processing"' in html
     assert '<progress max="100" value="37"' in html
-    assert "Processing" in html
+    assert "This video is being prepared — check back in a few minutes." in html
+    assert "Processing" not in html  # the machine's state is for staff
     assert re.search(r"<video[^>]*\bhidden\b", html)
 
 

@@ -153,7 +153,7 @@ def test_demo_purchase_through_the_standin_comes_back_by_webhook_with_access(
     assert action == f"/pay/buy/{offer.slug}/"
 
     # the buyer presses the button and pays on the stand-in's page
-    response = client.post(action, {"price": price.pk})
+    response = client.post(action, {"price": price.pk}, HTTP_ORIGIN="http://testserver")
     assert response.status_code == 303
     back_to = pay_on_hosted_page(response["Location"], BUYER)
     demo_site.wait_for_deliveries(timeout=10)

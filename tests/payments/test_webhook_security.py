@@ -1,6 +1,9 @@
 """Only genuine, fresh Stripe events get in; a forged, stale or altered one changes nothing."""
 
+import hashlib
+import hmac
 import json
+import time
 
 import pytest
 from django.test import Client
@@ -114,3 +117,116 @@ def test_unknown_event_type_is_stored_and_acknowledged(sx, webhook, stripe_clien
     assert event.type == "customer.created"
     assert event.processed_at is not None
     assert event.payload["data"]["object"]["email"] == "someone@lodestone-mail.fi"
+
+
+# --- Signed bodies PostgreSQL cannot store as sent ----------------------------------------
+
+
+def signed(body: bytes) -> str:
+    at = int(time.time())
+    mac = hmac.new(WEBHOOK_SECRET.encode(), f"{at}.".encode() + body, hashlib.sha256)
+    return f"t={at},v1={mac.hexdigest()}"
+
+
+def event_body(obj: dict, *, event_id: str = "evt_nul_0001", **top) -> bytes:
+    event = {
+        "id": event_id,
+        "object": "event",
+        "type": "customer.created",
+        "created": 1_790_000_000,
+        "data": {"object": obj},
+        **top,
+    }
+    return json.dumps(event).encode()
+
+
+def test_signed_event_with_nul_characters_is_stored_with_replacement_characters(sx):
+    # given a genuine (signed) event whose strings hold NUL, which PostgreSQL cannot store
+    body = event_body({"id": "cus_1", "name": "Ada\u0000Lovelace", "meta\u0000": ["\u0000"]})
+
+    response = post_webhook(Client(), body, signed(body))
+
+    # then it is stored and acknowledged, the NULs as U+FFFD
+    assert response.status_code == 200, response.content
+    event = StripeEvent.objects.get(stripe_id="evt_nul_0001")
+    assert event.data_object == {
+        "id": "cus_1",
+        "name": "Ada\ufffdLovelace",
+        "meta\ufffd": ["\ufffd"],
+    }
+    assert event.processed_at is not None
+
+
+def test_signed_event_with_a_nul_in_its_id_or_a_lone_surrogate_is_stored(sx):
+    body = event_body({"name": "\ud800"}, event_id="evt_\u0000x", api_version="2024\u0000")
+
+    response = post_webhook(Client(), body, signed(body))
+
+    assert response.status_code == 200, response.content
+    event = StripeEvent.objects.get()
+    assert (event.stripe_id, event.api_version) == ("evt_\ufffdx", "2024\ufffd")
+    assert event.data_object == {"name": "\ufffd"}
+
+
+@pytest.mark.parametrize(
+    "number", ["NaN", "Infinity", "-Infinity", "1e999"], ids=["nan", "inf", "-inf", "1e999"]
+)
+def test_signed_event_with_a_number_json_does_not_have_is_refused_with_a_log_line(
+    sx, number, caplog
+):
+    body = event_body({"amount": 1}).replace(b'"amount": 1', b'"amount": ' + number.encode())
+
+    response = post_webhook(Client(), body, signed(body))
+
+    assert response.status_code == 400
+    assert "not standard JSON" in response.json()["error"]
+    assert "Stripe webhook rejected" in caplog.text
+    assert StripeEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("top", "stored"),
+    [
+        ({"created": 10**30}, ("", False, None)),
+        ({"created": "yesterday"}, ("", False, None)),
+        ({"api_version": {"v": 1}}, ("", False, 1_790_000_000)),
+        ({"livemode": "yes"}, ("", False, 1_790_000_000)),
+    ],
+    ids=["created-out-of-range", "created-text", "api-version-object", "livemode-text"],
+)
+def test_signed_event_with_odd_top_level_fields_is_stored_without_them(sx, top, stored):
+    body = event_body({"id": "cus_1"}, **top)
+
+    response = post_webhook(Client(), body, signed(body))
+
+    assert response.status_code == 200, response.content
+    event = StripeEvent.objects.get()
+    created = event.stripe_created_at and int(event.stripe_created_at.timestamp())
+    assert (event.api_version, event.livemode, created) == stored
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": []}',
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": {"object": "cus_1"}}',
+        b'{"id": 12, "object": "event", "type": "x", "data": {"object": {}}}',
+        (
+            '{"id": "evt_' + "x" * 300 + '", "object": "event", "type": "x", '
+            '"data": {"object": {}}}'
+        ).encode(),
+        b'{"id": "evt_1", "object": "event", "type": "x", "data": {"object": '
+        + b'{"a": ' * 100
+        + b"1"
+        + b"}" * 100
+        + b"}}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["data-list", "object-string", "id-number", "id-too-long", "too-deep", "json-bomb"],
+)
+def test_signed_body_that_is_no_stripe_event_is_refused(sx, body, caplog):
+    response = post_webhook(Client(), body, signed(body))
+
+    assert response.status_code == 400
+    assert "Stripe webhook" in caplog.text
+    assert StripeEvent.objects.count() == 0

@@ -1,8 +1,9 @@
 """Edge caching: anonymous public pages are cacheable by nginx or a CDN and purged on
-publish; personal pages never are; the opt-in form and the language switcher work from a
-cached page (no per-visitor token in it) and still refuse cross-site posts."""
+publish; personal pages never are; the opt-in form, the buy button and the language switcher
+work from a cached page (no per-visitor token in it) and still refuse cross-site posts."""
 
 import http.server
+import re
 import threading
 import time
 
@@ -12,6 +13,7 @@ from django.test import Client
 
 from funnels.forms import RENDERED_SALT
 from funnels.models import Subscriber
+from payments.models import CheckoutAttempt
 from tests.security.conftest import client_for
 from tests.security.world import OPTIN_FORM_ID
 
@@ -188,6 +190,90 @@ def test_trusted_origins_from_settings_are_accepted(world, settings):
     )
 
     assert response.status_code == 302
+
+
+# --- Buy buttons on cached pages -----------------------------------------------------------
+
+
+def _landing_selling(world):
+    """The world's landing page with a buy button for the course's offer (one price, no
+    bump: the button is a form that posts straight to checkout)."""
+    landing = type(world.landing).objects.get(pk=world.landing.pk)  # the world keeps its own
+    landing.body.append(
+        (
+            "buy_button",
+            {
+                "offer": world.tree.offer,
+                "headline": "Ready to launch?",
+                "text": "",
+                "button_label": "Buy the course",
+            },
+        )
+    )
+    landing.save_revision().publish()
+    return landing
+
+
+def _buy_form(html: str) -> tuple[str, dict]:
+    action = re.search(r'<form class="lp-buy__form" method="post" action="([^"]+)"', html)[1]
+    price = re.search(r'name="price" value="(\d+)"', html)[1]
+    return action, {"price": price}
+
+
+def test_a_landing_page_with_a_buy_button_is_cacheable(world, stripe_configured):
+    # given a landing page with a buy button
+    landing = _landing_selling(world)
+
+    # when an anonymous visitor asks for it
+    response = Client().get(landing.url)
+
+    # then the button is there and a shared cache may keep the page: no token, no cookie
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'class="lp-buy__form"' in html
+    assert cache_control(response) == set(PUBLIC.split(", "))
+    assert not response.cookies
+    assert "csrfmiddlewaretoken" not in html
+
+
+def test_the_buy_button_of_a_cached_page_goes_to_checkout_from_our_own_origin(
+    world, stripe_configured
+):
+    # given the button as the cache holds it
+    action, form = _buy_form(Client().get(_landing_selling(world).url).content.decode())
+
+    # when the visitor's browser posts it (it names the page's origin, or its address)
+    by_origin = Client(enforce_csrf_checks=True).post(action, form, HTTP_ORIGIN=SITE)
+    by_referer = Client(enforce_csrf_checks=True).post(
+        action, form, HTTP_REFERER=SITE + world.landing.url
+    )
+
+    # then both go to Stripe Checkout
+    for response in (by_origin, by_referer):
+        assert response.status_code == 303, response.content[:300]
+        assert response["Location"].startswith(stripe_configured.url + "/")
+    assert len(stripe_configured.client().v1.checkout.sessions.list().data) == 2
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"HTTP_ORIGIN": "https://evil.example"},
+        {"HTTP_ORIGIN": "null", "HTTP_REFERER": "https://evil.example/page"},
+        {},
+    ],
+    ids=["other-origin", "null-origin", "neither"],
+)
+def test_a_cross_site_post_to_the_buy_button_is_refused_and_starts_no_checkout(
+    world, stripe_configured, headers
+):
+    action, form = _buy_form(Client().get(_landing_selling(world).url).content.decode())
+
+    response = Client(enforce_csrf_checks=True).post(action, form, **headers)
+
+    assert response.status_code == 403
+    assert stripe_configured.client().v1.checkout.sessions.list().data == []
+    assert not CheckoutAttempt.objects.exists()
 
 
 def _subscribe(world) -> str:

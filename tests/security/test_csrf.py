@@ -19,8 +19,9 @@ EXEMPT = {
     "funnels:unsubscribe": "RFC 8058 one-click: mail providers post without our token",
     "funnels:visit": "a visit counter: a forged post can only inflate it (rate-limited)",
 }
-# Forms on edge-cached pages: no token, but the post must come from our own origin.
-SAME_ORIGIN = {"funnels:subscribe", "set_language", "webinars:register"}
+# Forms on edge-cached pages: no token, but the post must come from our own origin. The
+# buy button sits on landing and product pages, so payments:buy is checked the same way.
+SAME_ORIGIN = {"funnels:subscribe", "set_language", "webinars:register", "payments:buy"}
 EVIL = "https://evil.example"
 
 

@@ -189,7 +189,7 @@ def world_build(django_user_model) -> World:
         staff=staff,
         order=order,
     )
-    confirm_token = funnel_services._issue_confirm_token(
+    confirm_token = funnel_services.confirm_token_issue(
         subscriber=subscriber, landing_page=landing, magnet=magnet
     )
     world.links = {

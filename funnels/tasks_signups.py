@@ -1,0 +1,33 @@
+"""Processing of stored sign-ups: the opt-in request stores one row and queues this."""
+
+import contextlib
+
+from celery import shared_task
+from django.db import DatabaseError, InterfaceError
+
+from . import services
+
+MAX_RETRIES = 8
+BACKOFF_CAP = 1800
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES, acks_late=True)
+def signup_process_task(self, signup_id: int) -> str:
+    """Idempotent: the sign-up row is locked and processed once, so a duplicate message
+    (the sweep re-queued it, a worker died after the commit) finds it done."""
+    try:
+        return services.signup_process(signup_id=signup_id)
+    except (DatabaseError, InterfaceError) as exc:
+        # Database trouble (a restart, a deadlock, a lost connection): worth another try.
+        final = self.request.retries >= self.max_retries
+        # Still down, perhaps: then the retry (or the sweep) comes back to it.
+        with contextlib.suppress(DatabaseError):
+            services.signup_record_failure(signup_id=signup_id, error=repr(exc), final=final)
+        if final:
+            return "failed"
+        raise self.retry(exc=exc, countdown=min(10 * 2**self.request.retries, BACKOFF_CAP)) from exc
+
+
+@shared_task
+def signup_requeue_stale() -> int:
+    return services.signup_requeue_stale()
