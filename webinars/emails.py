@@ -195,7 +195,9 @@ def cancelled_send(registration: Registration) -> OutboundEmail:
         show_join=False,
         show_cancel=False,
         invite=True,
-        extra={"page_url": registration.page.full_url or ""},
+        # The attached invite (METHOD:CANCEL) and the .ics link remove the event;
+        # "add to Google/Outlook" links would add a cancelled session back.
+        extra={"page_url": registration.page.full_url or "", "calendar_removal": True},
     )
 
 

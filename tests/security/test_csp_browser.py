@@ -13,7 +13,7 @@ from django.test import Client
 from playwright.sync_api import expect
 
 from funnels.forms import RENDERED_SALT
-from funnels.models import Subscriber
+from funnels.models import SignUp
 from tests.security.world import CHECKOUT_SESSION_ID, world_build
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -94,7 +94,7 @@ def test_landing_page_and_its_opt_in_run_without_csp_violations(web_server, serv
 
     # then the sign-up is taken, and nothing was blocked
     expect(watched.locator("[data-optin-success]")).to_contain_text("check your inbox")
-    assert Subscriber.objects.filter(email="csp.reader@lodestone-demo.fi").exists()
+    assert SignUp.objects.filter(email="csp.reader@lodestone-demo.fi").exists()
     assert violations(watched) == []
 
 

@@ -95,6 +95,11 @@ def test_confirmation_moved_and_cancelled_emails_carry_the_invite_update_and_can
     assert str(invite["METHOD"]) == "CANCEL"
     assert (str(event["UID"]), int(event["SEQUENCE"])) == (uid, 2)
     assert str(event["STATUS"]) == "CANCELLED"
+    # and offers no link that would add the cancelled session back to a calendar
+    text = next(p for p in cancelled.walk() if p.get_content_type() == "text/plain")
+    body = text.get_content()
+    assert "Remove it from your calendar" in body
+    assert "calendar.google.com" not in body and "outlook" not in body.lower()
     # and each email went out once
     for subject in ("You're registered", "New time", "Cancelled"):
         assert (
