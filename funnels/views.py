@@ -104,14 +104,16 @@ def optin_post(request, page_id: int, form_id):
         return _page_error(request, page_id, form_id, form, exceptions.SuspectedBot(), 400)
 
     ip = client_ip(request) or "unknown"
-    within = all(
-        ratelimit.hit(f"optin-ip-{w}", ip, limit=n, window=w)
-        for n, w in settings.FUNNELS_OPTIN_IP_LIMITS
+    n, w = settings.FUNNELS_OPTIN_EMAIL_LIMIT
+    within = ratelimit.hit_all(
+        [
+            *(
+                ratelimit.Limit(f"optin-ip-{window}", ip, limit, window)
+                for limit, window in settings.FUNNELS_OPTIN_IP_LIMITS
+            ),
+            ratelimit.Limit("optin-email", form.cleaned_data["email"].strip().lower(), n, w),
+        ]
     )
-    if within:
-        n, w = settings.FUNNELS_OPTIN_EMAIL_LIMIT
-        email_key = form.cleaned_data["email"].strip().lower()
-        within = ratelimit.hit("optin-email", email_key, limit=n, window=w)
     if not within:
         return _page_error(request, page_id, form_id, form, exceptions.RateLimited(), 429)
 

@@ -122,15 +122,16 @@ def register(request, page_id: int):
             400,
         )
     ip = client_ip(request) or "unknown"
-    within = all(
-        ratelimit.hit(f"webinar-ip-{w}", ip, limit=n, window=w)
-        for n, w in settings.FUNNELS_OPTIN_IP_LIMITS
+    n, w = settings.FUNNELS_OPTIN_EMAIL_LIMIT
+    within = ratelimit.hit_all(
+        [
+            *(
+                ratelimit.Limit(f"webinar-ip-{window}", ip, limit, window)
+                for limit, window in settings.FUNNELS_OPTIN_IP_LIMITS
+            ),
+            ratelimit.Limit("webinar-email", form.cleaned_data["email"].strip().lower(), n, w),
+        ]
     )
-    if within:
-        n, w = settings.FUNNELS_OPTIN_EMAIL_LIMIT
-        within = ratelimit.hit(
-            "webinar-email", form.cleaned_data["email"].strip().lower(), limit=n, window=w
-        )
     if not within:
         return _form_error(
             request,

@@ -136,3 +136,63 @@ def test_rate_limit_allows_no_second_burst_at_a_window_boundary(monkeypatch):
     assert first_burst == [True] * 10
     assert second_burst == [False] * 10
     assert after_a_pause is True
+
+
+@pytest.fixture
+def redis_cache():
+    """The production cache backend on the test Redis, under a prefix of its own."""
+    import uuid
+
+    from core.cache import FailOpenRedisCache
+    from tests.harness.preflight import TEST_REDIS_URL
+
+    backend = FailOpenRedisCache(TEST_REDIS_URL, {"KEY_PREFIX": f"rl-test-{uuid.uuid4().hex}"})
+    yield backend
+    backend.clear()
+
+
+def test_rate_limits_on_redis_count_every_limit_in_one_script(monkeypatch, redis_cache):
+    from funnels import ratelimit
+
+    clock = [6000.0 + 59.5]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    per_ip = ratelimit.Limit("ip", "203.0.113.1", 10, 60)
+    per_email = ratelimit.Limit("email", "reader@example.fi", 3, 3600)
+
+    def attempt(*limits):
+        return ratelimit.hit_all(limits, cache=redis_cache)
+
+    # three sign-ups of one address pass, the fourth is refused by the email limit
+    assert [attempt(per_ip, per_email) for _ in range(4)] == [True, True, True, False]
+    # the refused attempt counted too: the IP has used 4 of its 10, other addresses pass
+    others = [ratelimit.Limit("email", f"reader{i}@example.fi", 3, 3600) for i in range(7)]
+    assert [attempt(per_ip, email) for email in others[:6]] == [True] * 6
+    assert attempt(per_ip, others[6]) is False  # the 11th attempt from the IP this minute
+    # and no second burst just past the minute boundary (the sliding window)
+    clock[0] += 1.0
+    assert attempt(ratelimit.Limit("ip", "203.0.113.1", 10, 60)) is False
+    # the script's counters are the cache's own keys: the counting path reads the same
+    current, _previous, _weight = ratelimit._keys(per_ip, clock[0] - 1.0)
+    assert redis_cache.get(current) == 11
+
+
+def test_rate_limits_fail_open_when_redis_is_down(closed_redis_cache):
+    from funnels import ratelimit
+
+    assert ratelimit.hit_all(
+        [ratelimit.Limit("ip", "203.0.113.1", 0, 60)], cache=closed_redis_cache
+    )
+
+
+@pytest.fixture
+def closed_redis_cache():
+    import socket
+
+    from core.cache import FailOpenRedisCache
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return FailOpenRedisCache(
+        f"redis://127.0.0.1:{port}/0", {"OPTIONS": {"socket_connect_timeout": 0.5}}
+    )
