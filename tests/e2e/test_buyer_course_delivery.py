@@ -14,13 +14,11 @@ import sys
 
 import pytest
 from allauth.account.models import EmailAddress
-from django.core.files.storage import storages
 from playwright.sync_api import expect
 
 from accounts.models import User
 from courses.models import LessonPage, LessonProgress
 from media.models import DownloadDelivery
-from media.stamping.prepare import forget_cached
 from payments.services import entitlement_grant
 from tests.courses.conftest import WORKSHEET, course_tree_install
 from tests.harness.processes import PROJECT_ROOT
@@ -33,24 +31,6 @@ PASSWORD = "a long buyer pass phrase"
 # Our signed segment URL: /protected/video/seg/<name>.<expiry, hex>.<signature>/
 SEGMENT_URL = re.compile(r"/protected/video/seg/[\w-]+\.[0-9a-f]+\.[\w-]{22}/$")
 PLAYER = "document.querySelector('[data-video-player]')"
-
-
-@pytest.fixture
-def server_storage(settings, django_server_env):
-    """Write protected files where the gunicorn process reads them."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    forget_cached()
-    yield storages["protected"]
-    forget_cached()
 
 
 def _person(email: str, **names) -> User:
@@ -71,14 +51,22 @@ def _path(url: str) -> str:
 
 
 def test_a_buyer_watches_completes_and_downloads_a_traceable_copy_that_no_one_else_gets(
-    web_server, page, browser, server_storage, django_server_env, tmp_path, tmp_path_factory
+    web_server,
+    page,
+    browser,
+    server_protected_storage,
+    django_server_env,
+    tmp_path,
+    tmp_path_factory,
 ):
     page = page
     # given a course whose second lesson has a transcoded video and a worksheet PDF
     tree = course_tree_install(home_page_install(title="Northwind Academy"), with_download=True)
     lesson = tree.paid_lesson
     video = install_ready_video(
-        server_storage, transcoded_720p(tmp_path_factory.getbasetemp()), title=lesson.title
+        server_protected_storage,
+        transcoded_720p(tmp_path_factory.getbasetemp()),
+        title=lesson.title,
     )
     LessonPage.objects.filter(pk=lesson.pk).update(video=video)
     download = lesson.downloads.get()
