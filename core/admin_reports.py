@@ -271,3 +271,35 @@ def daily_pair_chart(
         title=title,
         desc=desc,
     )
+
+
+def page_report_button(*, page_class, label, url_name: str, hook_prefix: str) -> type:
+    """A button to a page type's own report (a course's Students, a webinar's
+    Registrations) in the page header and in the page listing's "More" menu, for users
+    who may edit the page. Registers both hooks; returns the button class."""
+    from wagtail import hooks
+    from wagtail.admin.ui.menus.pages import PageMenuItem
+
+    class ReportButton(PageMenuItem):
+        icon_name = "group"
+
+        def is_shown(self, user):
+            return issubclass(self.page.specific_class or type(None), page_class) and (
+                self.page.permissions_for_user(user).can_edit()
+            )
+
+    ReportButton.label = label
+    ReportButton.url_name = url_name
+    ReportButton.__name__ = ReportButton.__qualname__ = f"{page_class.__name__}ReportButton"
+
+    def header_button(page, user, view_name, next_url=None):
+        yield ReportButton(page=page, priority=12)
+
+    def listing_button(page, user, next_url=None):
+        yield ReportButton(page=page, priority=15)
+
+    header_button.__name__ = f"{hook_prefix}_header_button"
+    listing_button.__name__ = f"{hook_prefix}_listing_button"
+    hooks.register("register_page_header_buttons", header_button)
+    hooks.register("register_page_listing_more_buttons", listing_button)
+    return ReportButton

@@ -3,7 +3,8 @@
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from wagtail import hooks
-from wagtail.admin.ui.menus.pages import PageMenuItem
+
+from core.admin_reports import page_report_button
 
 from . import services
 from .admin_views import CourseStudentsView
@@ -39,22 +40,9 @@ def course_admin_urls():
     ]
 
 
-class StudentsButton(PageMenuItem):
-    label = _("Students")
-    icon_name = "group"
-    url_name = "courses_students"
-
-    def is_shown(self, user):
-        return issubclass(self.page.specific_class or type(None), CoursePage) and (
-            self.page.permissions_for_user(user).can_edit()
-        )
-
-
-@hooks.register("register_page_header_buttons")
-def course_students_header_button(page, user, view_name, next_url=None):
-    yield StudentsButton(page=page, priority=12)
-
-
-@hooks.register("register_page_listing_more_buttons")
-def course_students_listing_button(page, user, next_url=None):
-    yield StudentsButton(page=page, priority=15)
+StudentsButton = page_report_button(
+    page_class=CoursePage,
+    label=_("Students"),
+    url_name="courses_students",
+    hook_prefix="course_students",
+)

@@ -423,9 +423,7 @@ def signup_requeue_stale(*, now=None) -> int:
         .order_by("created_at")
         .values_list("pk", flat=True)[:2000]
     )
-    for pk in stale:
-        signup_process_task.delay(pk)
-    return len(stale)
+    return signup_process_task.requeue(stale)
 
 
 def _signup_apply(signup: SignUp) -> OptInOutcome:

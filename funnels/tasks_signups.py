@@ -26,6 +26,15 @@ def signup_process_task(self, signup_id: int) -> str:
         if final:
             return "failed"
         raise self.retry(exc=exc, countdown=min(10 * 2**self.request.retries, BACKOFF_CAP)) from exc
+    except Exception as exc:
+        # A bug, not the database: mark the sign-up failed, where the creator sees it and can
+        # retry it, instead of letting the sweep re-queue it every minute unseen.
+        services.signup_record_failure(
+            signup_id=signup_id,
+            error=f"Processing failed unexpectedly ({type(exc).__name__}: {exc})",
+            final=True,
+        )
+        raise
 
 
 @shared_task

@@ -50,6 +50,16 @@ def _product_slug_candidates(page: WebinarPage):
     yield f"{base}-{get_random_string(8).lower()}"
 
 
+def webinar_products_ensure_below(*, page) -> list[Product]:
+    """Products for every webinar at or under ``page`` that has none (a copied tree)."""
+    return [
+        webinar_product_ensure(page=webinar)
+        for webinar in WebinarPage.objects.descendant_of(page, inclusive=True).filter(
+            product__isnull=True
+        )
+    ]
+
+
 @transaction.atomic
 def webinar_product_ensure(*, page: WebinarPage) -> Product:
     """The product a ticket grants and sequences enrol on, created on first need (as

@@ -4,7 +4,8 @@ Registrations view (the creator's numbers)."""
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from wagtail import hooks
-from wagtail.admin.ui.menus.pages import PageMenuItem
+
+from core.admin_reports import page_report_button
 
 from . import services
 from .admin_views import WebinarRegistrationsView
@@ -25,10 +26,7 @@ def webinar_product_on_edit(request, page):
 
 @hooks.register("after_copy_page")
 def webinar_product_on_copy(request, page, new_page):
-    for webinar in WebinarPage.objects.descendant_of(new_page, inclusive=True).filter(
-        product__isnull=True
-    ):
-        services.webinar_product_ensure(page=webinar)
+    services.webinar_products_ensure_below(page=new_page)
 
 
 @hooks.register("register_admin_urls")
@@ -42,22 +40,9 @@ def webinar_admin_urls():
     ]
 
 
-class RegistrationsButton(PageMenuItem):
-    label = _("Registrations")
-    icon_name = "group"
-    url_name = "webinars_registrations"
-
-    def is_shown(self, user):
-        return issubclass(self.page.specific_class or type(None), WebinarPage) and (
-            self.page.permissions_for_user(user).can_edit()
-        )
-
-
-@hooks.register("register_page_header_buttons")
-def webinar_registrations_header_button(page, user, view_name, next_url=None):
-    yield RegistrationsButton(page=page, priority=12)
-
-
-@hooks.register("register_page_listing_more_buttons")
-def webinar_registrations_listing_button(page, user, next_url=None):
-    yield RegistrationsButton(page=page, priority=15)
+RegistrationsButton = page_report_button(
+    page_class=WebinarPage,
+    label=_("Registrations"),
+    url_name="webinars_registrations",
+    hook_prefix="webinar_registrations",
+)

@@ -84,3 +84,26 @@ def test_a_creator_publishes_a_webinar_from_the_admin(creator_client, home):
     edit = creator_client.get(f"/admin/pages/{page.pk}/edit/")
     assert edit.status_code == 200
     assert f"/admin/webinars/{page.pk}/registrations/" in edit.content.decode()
+
+
+def test_a_webinar_copied_in_the_admin_gets_a_product_of_its_own(creator_client, home):
+    from .conftest import make_webinar
+
+    original = make_webinar(home)
+
+    response = creator_client.post(
+        f"/admin/pages/{original.pk}/copy/",
+        {
+            "new_title": "Pricing Q&A, second run",
+            "new_slug": "pricing-qa-2",
+            "new_parent_page": str(home.pk),
+            "copy_subpages": "",
+            "publish_copies": "",
+            "alias": "",
+        },
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    copy = WebinarPage.objects.get(slug="pricing-qa-2")
+    assert copy.product_id is not None
+    assert copy.product_id != original.product_id
