@@ -188,6 +188,9 @@ PROTECTED_URL_MAX_AGE = env.int("LODESTONE_PROTECTED_URL_MAX_AGE", default=300)
 DOWNLOAD_LIMIT_COUNT = env.int("LODESTONE_DOWNLOAD_LIMIT_COUNT", default=5)  # 0: no limit
 DOWNLOAD_LIMIT_WINDOW_DAYS = env.int("LODESTONE_DOWNLOAD_LIMIT_WINDOW_DAYS", default=30)
 DOWNLOAD_ALLOW_UNSTAMPED = env.bool("LODESTONE_DOWNLOAD_ALLOW_UNSTAMPED", default=False)
+# How long a web process trusts what it knows of a protected file before asking the store
+# again (one S3 HEAD): a file replaced under the same name reaches buyers within this time.
+DOWNLOAD_SOURCE_RECHECK_SECONDS = env.int("LODESTONE_DOWNLOAD_SOURCE_RECHECK_SECONDS", default=10)
 PROTECTED_SERVE_METHOD = env.str("LODESTONE_PROTECTED_SERVE", default="django")
 PROTECTED_ACCEL_PREFIX = "/_protected/"
 # Behind our nginx (infra/nginx/lodestone.conf): stamped downloads are sent by nginx from a

@@ -22,3 +22,7 @@ if not env.str("EMAIL_URL", default=""):
 ALLOWED_HOSTS = ["*"]
 # Per-process and empty at start, so rate limits from one run never leak into the next.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Tests replace a protected file under the same name within milliseconds and expect the next
+# download to see it; the recheck window itself is tested with its own setting
+# (tests/media/test_stamping_downloads.py).
+DOWNLOAD_SOURCE_RECHECK_SECONDS = 0

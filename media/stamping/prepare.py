@@ -10,7 +10,10 @@ the creator), and what a download streams before the buyer's part:
 Preparation runs from a Celery task when a file is uploaded, or on the first download;
 a PostgreSQL advisory lock makes a second process wait for the first instead of doing
 the work twice. Each process keeps what it has read, checked against the source's size
-and modification time (an S3 ETag) on every download, so a replaced file is prepared again.
+and modification time (an S3 ETag) so a replaced file is prepared again; the check (an S3
+HEAD, a quarter of a download's cost) is made at most every
+settings.DOWNLOAD_SOURCE_RECHECK_SECONDS per file and process, so a replacement reaches
+every process within that time.
 """
 
 import contextlib
@@ -19,11 +22,13 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
@@ -103,6 +108,7 @@ def is_derived_name(name: str) -> bool:
 
 _lock = threading.Lock()
 _prepared: OrderedDict[str, Prepared] = OrderedDict()
+_checked: dict[str, float] = {}  # source name -> time.monotonic() of its last version check
 _hashers: OrderedDict[tuple[str, int, str], "hashlib._Hash"] = OrderedDict()
 
 
@@ -121,17 +127,24 @@ def prepared_get(source_name: str, *, storage: Storage | None = None) -> Prepare
     error here: its `problem` says why.
     """
     storage = storage or protected_storage()
-    source = stored_file(storage, source_name)
+    recheck = getattr(settings, "DOWNLOAD_SOURCE_RECHECK_SECONDS", 0)
     with _lock:
         cached = _prepared.get(source_name)
-    if cached is not None and cached.source_version == source.version:
+        checked = _checked.get(source_name)
+    if cached is not None and checked is not None and time.monotonic() - checked < recheck:
         return cached
-    prepared = _manifest_read(storage, source)
-    if prepared is None:
-        with _advisory_lock(source_name):
-            prepared = _manifest_read(storage, source) or _prepare_and_store(storage, source)
-    _remember(_prepared, source_name, prepared)
-    return prepared
+    source = stored_file(storage, source_name)
+    if cached is None or cached.source_version != source.version:
+        cached = _manifest_read(storage, source)
+        if cached is None:
+            with _advisory_lock(source_name):
+                cached = _manifest_read(storage, source) or _prepare_and_store(storage, source)
+    _remember(_prepared, source_name, cached)
+    with _lock:
+        _checked[source_name] = time.monotonic()
+        while len(_checked) > CACHE_SIZE:
+            _checked.pop(next(iter(_checked)))
+    return cached
 
 
 def prepared_peek(source_name: str, *, storage: Storage | None = None) -> Prepared | None:

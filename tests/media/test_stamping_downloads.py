@@ -226,6 +226,29 @@ def test_a_replaced_source_is_prepared_again(protected, buyer, tmp_path):
     assert len(versions) == 2
 
 
+def test_within_the_recheck_window_a_process_does_not_ask_the_store_again(
+    protected, buyer, settings
+):
+    # given a process that has just delivered a file and trusts what it knows for a minute
+    settings.DOWNLOAD_SOURCE_RECHECK_SECONDS = 60
+    name = protected.save("courses/binding/window.pdf", ContentFile(sample_pdf(2)))
+    first = _received(_deliver(name, buyer))
+    # when the source is replaced under the same name within that minute
+    protected.delete(name)
+    protected.save(name, ContentFile(sample_pdf(4, seed=9)))
+
+    # then this process still sends the version it checked (from the prepared base), and
+    # the ledger names that version
+    second = _received(_deliver(name, buyer))
+    assert len(second) == len(first)
+    assert len(set(DownloadDelivery.objects.values_list("source_sha256", flat=True))) == 1
+
+    # and once the window is over it sees the replacement
+    settings.DOWNLOAD_SOURCE_RECHECK_SECONDS = 0
+    assert len(_received(_deliver(name, buyer))) != len(first)
+    assert len(set(DownloadDelivery.objects.values_list("source_sha256", flat=True))) == 2
+
+
 def test_files_that_cannot_carry_a_stamp_are_sent_as_they_are_and_recorded(protected, buyer):
     audio = b"ID3\x04" + bytes(range(256)) * 50
     name = protected.save("courses/binding/interview.mp3", ContentFile(audio))

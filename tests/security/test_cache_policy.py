@@ -343,3 +343,40 @@ def test_publishing_a_page_purges_every_language_copy_from_nginx(
     assert not [
         r for r in caplog.records if r.name == "wagtail.frontendcache" and r.levelname == "ERROR"
     ]
+
+
+NGINX_CONFIGS = ("infra/nginx/lodestone.conf", "infra/stack/nginx.conf.template")
+
+
+def _nginx_app_route_patterns(text: str) -> list[str]:
+    block = re.search(r"map \$lodestone_path \$lodestone_app_route \{(.*?)\}", text, re.S)
+    assert block, "the $lodestone_app_route map is gone"
+    entries = re.findall(r'^\s*"([^"]+)"\s+1;', block.group(1), re.M)
+    return [
+        entry[1:] if entry.startswith("~") else "^" + re.escape(entry) + "$" for entry in entries
+    ]
+
+
+@pytest.mark.parametrize("config", NGINX_CONFIGS)
+def test_every_django_route_skips_the_edge_cache_and_its_lock(config):
+    # given nginx's list of Django's own routes (they skip the page cache and its lock, so
+    # concurrent requests for one uncacheable address never queue behind each other)
+    from django.conf import settings as django_settings
+
+    from tests.security.test_authz_matrix import url_routes
+
+    root = django_settings.BASE_DIR
+    patterns = _nginx_app_route_patterns((root / config).read_text())
+
+    # when every route of the URL configuration outside Wagtail's page tree is tried
+    routes = {
+        "/" + re.sub(r"<[^>]+>", "x", route).replace("^", "").replace("$", "")
+        for route, _name in url_routes()
+        if not route.startswith("^")  # Wagtail's page tree
+    }
+    missing = sorted(r for r in routes if not any(re.search(p, r) for p in patterns))
+
+    # then each one is covered, and pages are not
+    assert not missing, f"add these routes to $lodestone_app_route in {config}: {missing}"
+    assert not any(re.search(p, "/free-checklist/") for p in patterns)
+    assert not any(re.search(p, "/") for p in patterns)
