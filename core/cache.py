@@ -11,7 +11,7 @@ import logging
 import time
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,10 +29,40 @@ def _log(operation: str, exc: BaseException) -> None:
         logger.warning("Cache unavailable (%s failed: %r); carrying on without it.", operation, exc)
 
 
+class ReusedClientRedisCacheClient(RedisCacheClient):
+    """Django's client builds a new redis.Redis object for every cache call (the connection
+    pool is shared, the client object is not): on an opt-in that was two thirds of the cost
+    of its two Redis calls. A redis.Redis is thread-safe and its pool notices a fork, so one
+    per server and process does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}
+
+    def get_client(self, key=None, *, write=False):
+        index = self._get_connection_pool_index(write)
+        client = self._clients.get(index)
+        if client is None:
+            client = self._clients[index] = self._client(connection_pool=self._pool_at(index))
+        return client
+
+    def _pool_at(self, index):
+        """Django's _get_connection_pool for a server chosen by the caller."""
+        if index not in self._pools:
+            self._pools[index] = self._pool_class.from_url(
+                self._servers[index], **self._pool_options
+            )
+        return self._pools[index]
+
+
 class FailOpenRedisCache(RedisCache):
     """django.core.cache.backends.redis.RedisCache that never raises for an unreachable
     Redis. Connect and read timeouts come from OPTIONS (socket_connect_timeout,
     socket_timeout) so a dead Redis costs a request milliseconds, not seconds."""
+
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = ReusedClientRedisCacheClient
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         try:

@@ -272,7 +272,15 @@ class SignUp(models.Model):
 
     class Meta:
         verbose_name = _("sign-up")
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # The drain reads the waiting ones in id order (funnels.services.signups_waiting).
+            models.Index(
+                fields=["id"],
+                condition=models.Q(status="received"),
+                name="funnels_signup_waiting",
+            ),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

@@ -57,6 +57,17 @@ def _keys(limit: Limit, now: float) -> tuple[str, str, float]:
     return f"{base}:{int(bucket)}", f"{base}:{int(bucket) - 1}", 1 - into / limit.window
 
 
+_scripts: dict[int, object] = {}
+
+
+def _hit_script(client):
+    """The registered script (its SHA-1 computed once) for this client object."""
+    script = _scripts.get(id(client))
+    if script is None or script.registered_client is not client:
+        script = _scripts[id(client)] = client.register_script(HIT_LUA)
+    return script
+
+
 def hit_all(limits: Sequence[Limit], *, cache=None) -> bool:
     """Count one attempt against every limit; True while the caller is within all of them."""
     backend = cache if cache is not None else caches["default"]
@@ -72,7 +83,7 @@ def hit_all(limits: Sequence[Limit], *, cache=None) -> bool:
             args += [limit.limit, weight, 2 * limit.window + 5]
         try:
             client = backend._cache.get_client(write=True)
-            return bool(client.register_script(HIT_LUA)(keys=keys, args=args, client=client))
+            return bool(_hit_script(client)(keys=keys, args=args, client=client))
         except UNAVAILABLE as exc:
             # Fail open, as the cache does: an outage must not refuse every visitor.
             _log("rate limit", exc)

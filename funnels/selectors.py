@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -29,10 +30,10 @@ class OptInFormSpec:
     thanks_url: str
 
 
-# page id -> (when read, revision, {form id: spec}); per process. Parsing a page's
-# StreamField costs more than the whole sign-up insert, so a launch-day burst parses each
-# published revision once per worker. Privacy restrictions are re-read now and then.
-_FORM_SPECS: dict[int, tuple[float, int | None, dict[str, OptInFormSpec]]] = {}
+# page id -> (when read, when last checked, revision, {form id: spec}); per process. Parsing
+# a page's StreamField costs more than the whole sign-up insert, so a launch-day burst parses
+# each published revision once per worker. Privacy restrictions are re-read now and then.
+_FORM_SPECS: dict[int, tuple[float, float, int | None, dict[str, OptInFormSpec]]] = {}
 FORM_SPEC_RECHECK_SECONDS = 30.0
 
 
@@ -60,9 +61,16 @@ def optin_form_specs_of(page: LandingPage) -> dict[str, OptInFormSpec]:
 def optin_form_specs(*, page_id: int) -> dict[str, OptInFormSpec] | None:
     """The opt-in forms of a live, public landing page; None when there is no such page.
 
-    One indexed SELECT per call (is the page live, at which revision); the forms are parsed
-    again only when that revision changes.
+    One indexed SELECT (is the page live, at which revision) at most every
+    settings.FUNNELS_FORM_SPEC_TRUST_SECONDS per page and process — a publish or unpublish
+    reaches the opt-in endpoint within that time, as it reaches an edge-cached page within
+    its purge; the forms are parsed again only when the revision changes.
     """
+    now = time.monotonic()
+    cached = _FORM_SPECS.get(page_id)
+    trust = getattr(settings, "FUNNELS_FORM_SPEC_TRUST_SECONDS", 0)
+    if cached and now - cached[1] < trust:
+        return cached[3]
     row = (
         Page.objects.filter(pk=page_id, live=True)
         .values_list("live_revision_id", "latest_revision_id")
@@ -72,16 +80,15 @@ def optin_form_specs(*, page_id: int) -> dict[str, OptInFormSpec] | None:
         _FORM_SPECS.pop(page_id, None)
         return None
     revision = row[0] or row[1]
-    now = time.monotonic()
-    cached = _FORM_SPECS.get(page_id)
-    if cached and cached[1] == revision and now - cached[0] < FORM_SPEC_RECHECK_SECONDS:
-        return cached[2]
+    if cached and cached[2] == revision and now - cached[0] < FORM_SPEC_RECHECK_SECONDS:
+        _FORM_SPECS[page_id] = (cached[0], now, revision, cached[3])
+        return cached[3]
     page = LandingPage.objects.live().public().filter(pk=page_id).first()
     if page is None:
         _FORM_SPECS.pop(page_id, None)
         return None
     specs = optin_form_specs_of(page)
-    _FORM_SPECS[page_id] = (now, revision, specs)
+    _FORM_SPECS[page_id] = (now, now, revision, specs)
     return specs
 
 

@@ -275,6 +275,13 @@ DUPLICATE_WINDOW = timedelta(minutes=2)
 # Sign-ups still waiting this long were never queued (broker down) or their message was
 # lost: the beat sweep queues them again.
 SIGNUP_STALE_AFTER = timedelta(minutes=2)
+# On a shared cache (Redis) a burst of sign-ups queues one drain task, not a broker message
+# per sign-up (the message cost a quarter of the request): the first sign-up after the last
+# drain started sets the wake key and queues a drain; the drain clears the key before it
+# reads what waits, so whatever commits after that read sets the key again.
+SIGNUP_WAKE_KEY = "funnels:signups:wake"
+SIGNUP_WAKE_TTL = 30  # a lost drain message stops blocking wakes after this (and the sweep)
+SIGNUP_DRAIN_BATCH = 50
 
 
 def signup_dedupe_key(*, email: str, page_id: int, form_id: str, rendered_at: str) -> str | None:
@@ -302,7 +309,6 @@ def signup_receive(
     Returns None when the same submission was already stored (the database's unique key
     refused the copy); the caller answers it like the first.
     """
-    from .tasks_signups import signup_process_task
 
     if spec.magnet_id is None:
         raise exceptions.FormNotFound()
@@ -341,26 +347,65 @@ def signup_receive(
             return None
         raise
     if queue:
-        signup_process_task.delay_on_commit(signup.pk)
+        transaction.on_commit(lambda: signup_wake(signup.pk))
     return signup
 
 
-def signup_process(*, signup_id: int) -> str:
+def _wake_cache():
+    """The cache the wake key lives on, if every web and worker process shares it."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = caches["default"]
+    return cache if isinstance(cache, RedisCache) else None
+
+
+def signup_wake(signup_id: int) -> None:
+    """After a sign-up commits: make sure a worker will process it.
+
+    Never raises: with the broker or Redis down the row waits for the sweep."""
+    from .tasks_signups import signup_drain_task, signup_process_task
+
+    cache = _wake_cache()
+    if cache is None:  # no shared cache (development, tests): one message per sign-up
+        signup_process_task.delay_or_log(signup_id)
+    elif cache.add(SIGNUP_WAKE_KEY, signup_id, timeout=SIGNUP_WAKE_TTL):
+        signup_drain_task.delay_or_log()
+
+
+def signup_wake_clear() -> None:
+    cache = _wake_cache()
+    if cache is not None:
+        cache.delete(SIGNUP_WAKE_KEY)
+
+
+def signups_waiting(*, after_id: int = 0, limit: int = SIGNUP_DRAIN_BATCH) -> list[int]:
+    """Ids of sign-ups still to process, oldest first, after `after_id`."""
+    return list(
+        SignUp.objects.filter(status=SignUp.Status.RECEIVED, pk__gt=after_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def signup_process(*, signup_id: int, skip_busy: bool = False) -> str:
     """Turn a stored sign-up into subscriber, touch, consent, tags and email. Idempotent:
     the row is locked and processed once; a second run finds it done and does nothing.
+    With `skip_busy` a row another worker is processing right now is left to it ("busy").
 
     A problem no retry can fix (the magnet was deleted) marks the sign-up failed for the
     creator to see; database trouble propagates, and the task retries.
     """
-    outcome = _signup_process(signup_id=signup_id)
+    outcome = _signup_process(signup_id=signup_id, skip_busy=skip_busy)
     return outcome if isinstance(outcome, str) else ",".join(outcome.emails) or "none"
 
 
 @transaction.atomic
-def _signup_process(*, signup_id: int) -> OptInOutcome | str:
-    signup = SignUp.objects.select_for_update().filter(pk=signup_id).first()
+def _signup_process(*, signup_id: int, skip_busy: bool = False) -> OptInOutcome | str:
+    rows = SignUp.objects.select_for_update(skip_locked=skip_busy).filter(pk=signup_id)
+    signup = rows.first()
     if signup is None:
-        return "gone"
+        return "busy" if skip_busy and SignUp.objects.filter(pk=signup_id).exists() else "gone"
     if signup.status != SignUp.Status.RECEIVED:
         return f"already {signup.status}"
     signup.attempts += 1

@@ -1,4 +1,6 @@
-"""Processing of stored sign-ups: the opt-in request stores one row and queues this."""
+"""Processing of stored sign-ups: the opt-in request stores one row and wakes a drain
+(funnels.services.signup_wake); a sign-up that fails in the drain, the sweep and the
+creator's retry each use the per-sign-up task with its retries."""
 
 import contextlib
 
@@ -35,6 +37,24 @@ def signup_process_task(self, signup_id: int) -> str:
             final=True,
         )
         raise
+
+
+@shared_task(acks_late=True)
+def signup_drain_task(after_id: int = 0) -> int:
+    """Process the sign-ups waiting after `after_id`, a batch at a time. A full batch first
+    queues a drain of the next one, so a burst spreads over every worker process."""
+    if not after_id:
+        services.signup_wake_clear()  # before reading: later sign-ups wake another drain
+    ids = services.signups_waiting(after_id=after_id, limit=services.SIGNUP_DRAIN_BATCH)
+    if len(ids) == services.SIGNUP_DRAIN_BATCH:
+        signup_drain_task.delay_or_log(ids[-1])
+    for signup_id in ids:
+        try:
+            services.signup_process(signup_id=signup_id, skip_busy=True)
+        except Exception:
+            # Its own task has the retries, backoff and failure policy.
+            signup_process_task.delay_or_log(signup_id)
+    return len(ids)
 
 
 @shared_task

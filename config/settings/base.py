@@ -335,6 +335,10 @@ def _limits(value: str) -> tuple[tuple[int, int], ...]:
 
 FUNNELS_OPTIN_IP_LIMITS = _limits(env.str("LODESTONE_OPTIN_IP_LIMITS", default="10/60,60/3600"))
 FUNNELS_OPTIN_EMAIL_LIMIT = _limits(env.str("LODESTONE_OPTIN_EMAIL_LIMIT", default="5/3600"))[0]
+# How long a web process trusts what it knows of a landing page's opt-in forms before one
+# indexed SELECT asks whether the page is still live at that revision: a publish or
+# unpublish reaches the opt-in endpoint within this time.
+FUNNELS_FORM_SPEC_TRUST_SECONDS = env.int("LODESTONE_FORM_SPEC_TRUST_SECONDS", default=3)
 
 # --- Drip sequences ----------------------------------------------------------------------
 DRIP_RATE_PER_MINUTE = env.int("LODESTONE_DRIP_RATE_PER_MINUTE", default=3000)

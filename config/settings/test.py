@@ -26,3 +26,6 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # download to see it; the recheck window itself is tested with its own setting
 # (tests/media/test_stamping_downloads.py).
 DOWNLOAD_SOURCE_RECHECK_SECONDS = 0
+# Likewise, tests publish a page and post its form at once; the trust window has its own
+# test (tests/funnels/test_signup_processing.py).
+FUNNELS_FORM_SPEC_TRUST_SECONDS = 0

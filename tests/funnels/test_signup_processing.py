@@ -148,6 +148,29 @@ def test_a_new_revision_of_the_form_is_used_at_once(client, landing_page, form_i
     assert texts == {"first@lodestone-mail.fi": CONSENT, "second@lodestone-mail.fi": "New wording."}
 
 
+def test_a_new_revision_reaches_the_opt_in_endpoint_once_the_trust_window_is_over(
+    client, landing_page, form_id, settings
+):
+    # given a web process that trusts what it read of the page for a while
+    settings.FUNNELS_FORM_SPEC_TRUST_SECONDS = 3600
+    post(client, landing_page, form_id, form_body(email="first@lodestone-mail.fi"))
+    landing_page.body[1].value["consent_text"] = "New wording."
+    landing_page.save_revision().publish()
+
+    # when a sign-up arrives within that window, and another after it
+    post(client, landing_page, form_id, form_body(email="second@lodestone-mail.fi"))
+    settings.FUNNELS_FORM_SPEC_TRUST_SECONDS = 0
+    post(client, landing_page, form_id, form_body(email="third@lodestone-mail.fi"))
+
+    # then the first two carry the wording the process knew, the third the new one
+    texts = dict(SignUp.objects.values_list("email", "consent_text"))
+    assert texts == {
+        "first@lodestone-mail.fi": CONSENT,
+        "second@lodestone-mail.fi": CONSENT,
+        "third@lodestone-mail.fi": "New wording.",
+    }
+
+
 def test_a_signup_whose_magnet_is_gone_fails_visibly_in_the_admin(client, landing_page, form_id):
     post(client, landing_page, form_id, form_body())
     LeadMagnet.objects.all().delete()
@@ -279,3 +302,170 @@ def test_the_live_worker_processes_a_posted_signup_and_a_stranded_one_after_the_
         what="the worker to process the stranded sign-up",
     )
     smtp_sink.wait_for(lambda m: m["To"] == "stranded@lodestone-mail.fi")
+
+
+# --- On a shared cache (Redis, as in production): one drain per burst --------------------
+
+
+@pytest.fixture
+def redis_cache(settings):
+    """The default cache on the test Redis, as production has it (keys of this test only)."""
+    import uuid
+
+    from tests.harness.preflight import TEST_REDIS_URL
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "core.cache.FailOpenRedisCache",
+            "LOCATION": TEST_REDIS_URL,
+            "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+        }
+    }
+    from django.core.cache import cache
+
+    yield cache
+    cache.delete(services.SIGNUP_WAKE_KEY)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """What the sign-up code hands to the broker: (task name, args) in order. The broker
+    itself is exercised by the live-worker test below and the Redis drill."""
+    from funnels.tasks_signups import signup_drain_task
+
+    sent: list[tuple[str, tuple]] = []
+    for task in (signup_drain_task, signup_process_task):
+        monkeypatch.setattr(
+            task,
+            "apply_async",
+            lambda args=None, kwargs=None, _name=task.name, **options: sent.append(
+                (_name.rsplit(".", 1)[-1], tuple(args or ()))
+            ),
+        )
+    return sent
+
+
+def test_a_burst_of_signups_wakes_one_drain_and_the_drain_processes_them_all(
+    client, landing_page, form_id, redis_cache, published, django_capture_on_commit_callbacks
+):
+    from funnels.tasks_signups import signup_drain_task
+
+    # given three sign-ups in a row on a site with a shared cache
+    with django_capture_on_commit_callbacks(execute=True):
+        for n in range(3):
+            post(client, landing_page, form_id, form_body(email=f"burst{n}@lodestone-mail.fi"))
+
+    # then one drain went to the broker, not a message per sign-up
+    assert published == [("signup_drain_task", ())]
+
+    # when a worker runs it, every sign-up is processed once
+    assert signup_drain_task.apply().get() == 3
+    assert set(SignUp.objects.values_list("status", flat=True)) == {SignUp.Status.PROCESSED}
+    assert OutboundEmail.objects.count() == 3
+
+    # and a sign-up after the drain started wakes the next one
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, landing_page, form_id, form_body(email="later@lodestone-mail.fi"))
+    assert published == [("signup_drain_task", ())] * 2
+
+
+def test_a_drain_hands_the_next_batch_to_another_worker(
+    landing_page, form_id, published, monkeypatch
+):
+    from funnels.tasks_signups import signup_drain_task
+
+    spec = services.optin_form_specs_of(landing_page)[form_id]
+    ids = [
+        services.signup_receive(
+            spec=spec,
+            email=f"batch{n}@lodestone-mail.fi",
+            name="",
+            consent=True,
+            visitor=services.Visitor(),
+            attribution=services.Attribution(),
+            queue=False,
+        ).pk
+        for n in range(5)
+    ]
+    monkeypatch.setattr(services, "SIGNUP_DRAIN_BATCH", 2)
+
+    # when a drain runs: it takes a batch of two and queues the drain of the next batch
+    assert signup_drain_task.apply().get() == 2
+    assert published == [("signup_drain_task", (ids[1],))]
+    # and that one the next, until a batch is not full
+    assert signup_drain_task.apply(args=[ids[1]]).get() == 2
+    assert signup_drain_task.apply(args=[ids[3]]).get() == 1
+    assert published[-1] == ("signup_drain_task", (ids[3],))
+
+    # then every sign-up was processed exactly once
+    assert SignUp.objects.filter(status=SignUp.Status.PROCESSED).count() == 5
+    assert OutboundEmail.objects.count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_drains_at_once_process_each_signup_once(magnet):
+    from funnels.tasks_signups import signup_drain_task
+
+    page = make_landing_page(magnet, title="Two drains")
+    form_id = next(iter(page.optin_forms()))
+    spec = services.optin_form_specs_of(page)[form_id]
+    for n in range(12):
+        services.signup_receive(
+            spec=spec,
+            email=f"twice{n}@lodestone-mail.fi",
+            name="",
+            consent=True,
+            visitor=services.Visitor(),
+            attribution=services.Attribution(),
+            queue=False,
+        )
+    barrier = threading.Barrier(2)
+    counts, errors = [], []
+
+    def drain():
+        try:
+            barrier.wait(timeout=10)
+            counts.append(signup_drain_task.apply().get())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors
+    assert SignUp.objects.filter(status=SignUp.Status.PROCESSED).count() == 12
+    emails = list(OutboundEmail.objects.values_list("to", flat=True))
+    assert len(emails) == len(set(emails)) == 12
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_live_worker_drains_a_posted_signup_through_the_wake(
+    magnet, celery_worker, smtp_sink, redis_cache
+):
+    # given a site with a shared cache: the opt-in wakes a drain instead of a task per sign-up
+    page = make_landing_page(magnet, title="Wake page")
+    form_id = next(iter(page.optin_forms()))
+
+    # when a visitor posts the form
+    response = post(
+        Client(headers={"Origin": "http://testserver"}),
+        page,
+        form_id,
+        form_body(email="woken@lodestone-mail.fi"),
+    )
+    assert response.status_code == 200
+    assert redis_cache.get(services.SIGNUP_WAKE_KEY) is not None
+
+    # then the worker's drain turns it into a subscriber and sends the confirmation
+    wait_until(
+        lambda: Subscriber.objects.filter(email="woken@lodestone-mail.fi").exists(),
+        timeout=30,
+        what="the worker's drain to process the sign-up",
+    )
+    smtp_sink.wait_for(lambda m: m["To"] == "woken@lodestone-mail.fi")
+    assert SignUp.objects.get().status == SignUp.Status.PROCESSED
