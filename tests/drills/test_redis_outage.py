@@ -1,8 +1,10 @@
 """Drill: Redis (broker and cache) is killed in the middle of a burst of sign-ups.
 
-Every visitor still gets their answer, every sign-up is stored, and once Redis is back the
-sign-up and outbox sweeps process each sign-up and send each confirmation exactly once — including those whose task was never
-queued (broker down at commit) and those queued into the Redis that died (its memory lost).
+Every visitor still gets their answer, every sign-up is stored, and once Redis is back each
+sign-up is processed and each confirmation sent exactly once — including the sign-ups that
+could wake no worker (Redis down at commit: the first drain woken after Redis is back, or
+the sign-up sweep, whichever comes first, picks them up) and the emails queued into the
+Redis that died (its memory lost: the outbox sweep queues them again).
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -87,9 +89,7 @@ def test_redis_killed_mid_burst_loses_no_sign_up_and_sends_each_confirmation_onc
                 "from core.services import email_requeue_stale; "
                 "from funnels.services import signup_requeue_stale; "
             )
-            requeued = int(
-                run_in_app(env, sweep + f"print(signup_requeue_stale(now={as_of}))").split()[-1]
-            )
+            run_in_app(env, sweep + f"print(signup_requeue_stale(now={as_of}))")
             # then each becomes one subscriber with one confirmation in the outbox
             outbox = OutboundEmail.objects.filter(to__in=addresses, kind="funnels:confirm")
             wait_until(
@@ -105,13 +105,12 @@ def test_redis_killed_mid_burst_loses_no_sign_up_and_sends_each_confirmation_onc
             assert Subscriber.objects.filter(email__in=addresses).count() == BURST
             assert sorted(outbox.values_list("to", flat=True)) == sorted(addresses)
             # ... then the emails whose message died with Redis
-            requeued += int(
-                run_in_app(env, sweep + f"print(email_requeue_stale(now={as_of}))").split()[-1]
-            )
+            run_in_app(env, sweep + f"print(email_requeue_stale(now={as_of}))")
 
-            # and some were stranded by the outage and queued again by a sweep
-            statuses = sorted(outbox.values_list("status", "claimed_at"), key=str)
-            assert requeued >= 1, statuses
+            # and the outage really met requests mid-burst: the web processes logged that
+            # they carried on without Redis
+            web_log = (harness_log_dir / "drill-redis-web.log").read_text(errors="replace")
+            assert "Cache unavailable" in web_log or "Could not queue" in web_log
             # and every address has its confirmation: exactly one message each
             wait_until(
                 lambda: not outbox.exclude(status=OutboundEmail.Status.SENT).exists(),
