@@ -31,7 +31,7 @@ def _log(operation: str, exc: BaseException) -> None:
 
 class ReusedClientRedisCacheClient(RedisCacheClient):
     """Django's client builds a new redis.Redis object for every cache call (the connection
-    pool is shared, the client object is not): on an opt-in that was two thirds of the cost
+    pool is shared, the client object is not): on an opt-in that was about 40% of the cost
     of its two Redis calls. A redis.Redis is thread-safe and its pool notices a fork, so one
     per server and process does."""
 

@@ -43,6 +43,19 @@ def form_body(email="leila@lodestone-mail.fi", rendered_at=None, **overrides) ->
     return urlencode(data)
 
 
+def stored_signup(spec, email: str) -> SignUp:
+    """A sign-up stored as the request stores it, with nothing queued (the broker down)."""
+    return services.signup_receive(
+        spec=spec,
+        email=email,
+        name="",
+        consent=True,
+        visitor=services.Visitor(),
+        attribution=services.Attribution(),
+        queue=False,
+    )
+
+
 def post(client, page, form_id, body, accept="application/json"):
     return client.post(
         reverse("funnels:subscribe", args=[page.pk, form_id]),
@@ -201,16 +214,7 @@ def test_erasure_removes_the_raw_signups_too(client, landing_page, form_id):
 def test_the_sweep_requeues_only_signups_waiting_too_long(landing_page, form_id, monkeypatch):
     spec = services.optin_form_specs_of(landing_page)[form_id]
     old, _fresh = (
-        services.signup_receive(
-            spec=spec,
-            email=email,
-            name="",
-            consent=True,
-            visitor=services.Visitor(),
-            attribution=services.Attribution(),
-            queue=False,
-        )
-        for email in ("old@lodestone-mail.fi", "fresh@lodestone-mail.fi")
+        stored_signup(spec, email) for email in ("old@lodestone-mail.fi", "fresh@lodestone-mail.fi")
     )
     SignUp.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
     queued = []
@@ -229,15 +233,7 @@ def test_one_address_posted_from_two_tabs_at_once_gets_one_subscriber_and_one_em
     form_id = next(iter(page.optin_forms()))
     spec = services.optin_form_specs_of(page)[form_id]
     for _tab in range(2):  # two renders of the page: two distinct submissions
-        services.signup_receive(
-            spec=spec,
-            email="racer@lodestone-mail.fi",
-            name="",
-            consent=True,
-            visitor=services.Visitor(),
-            attribution=services.Attribution(),
-            queue=False,
-        )
+        stored_signup(spec, "racer@lodestone-mail.fi")
     assert SignUp.objects.count() == 2
     ids = list(SignUp.objects.values_list("pk", flat=True))
     barrier = threading.Barrier(2)
@@ -273,15 +269,7 @@ def test_the_live_worker_processes_a_posted_signup_and_a_stranded_one_after_the_
     page = make_landing_page(magnet, title="Live page")
     form_id = next(iter(page.optin_forms()))
     spec = services.optin_form_specs_of(page)[form_id]
-    stranded = services.signup_receive(
-        spec=spec,
-        email="stranded@lodestone-mail.fi",
-        name="",
-        consent=True,
-        visitor=services.Visitor(),
-        attribution=services.Attribution(),
-        queue=False,
-    )
+    stranded = stored_signup(spec, "stranded@lodestone-mail.fi")
     # when a visitor posts the form
     response = post(Client(headers={"Origin": "http://testserver"}), page, form_id, form_body())
     assert response.status_code == 200
@@ -375,18 +363,7 @@ def test_a_drain_hands_the_next_batch_to_another_worker(
     from funnels.tasks_signups import signup_drain_task
 
     spec = services.optin_form_specs_of(landing_page)[form_id]
-    ids = [
-        services.signup_receive(
-            spec=spec,
-            email=f"batch{n}@lodestone-mail.fi",
-            name="",
-            consent=True,
-            visitor=services.Visitor(),
-            attribution=services.Attribution(),
-            queue=False,
-        ).pk
-        for n in range(5)
-    ]
+    ids = [stored_signup(spec, f"batch{n}@lodestone-mail.fi").pk for n in range(5)]
     monkeypatch.setattr(services, "SIGNUP_DRAIN_BATCH", 2)
 
     # when a drain runs: it takes a batch of two and queues the drain of the next batch
@@ -410,15 +387,7 @@ def test_two_drains_at_once_process_each_signup_once(magnet):
     form_id = next(iter(page.optin_forms()))
     spec = services.optin_form_specs_of(page)[form_id]
     for n in range(12):
-        services.signup_receive(
-            spec=spec,
-            email=f"twice{n}@lodestone-mail.fi",
-            name="",
-            consent=True,
-            visitor=services.Visitor(),
-            attribution=services.Attribution(),
-            queue=False,
-        )
+        stored_signup(spec, f"twice{n}@lodestone-mail.fi")
     barrier = threading.Barrier(2)
     counts, errors = [], []
 
