@@ -457,8 +457,13 @@ def signup_retry(*, signup_id: int) -> bool:
 
 def signup_requeue_stale(*, now=None) -> int:
     """Queue again sign-ups committed but never processed: the broker was down when they
-    were stored, or their message died with it. ``now`` lets a drill run it as of later."""
-    from .tasks_signups import signup_process_task
+    were stored, or their message died with it. ``now`` lets a drill run it as of later.
+
+    With a shared cache one drain is queued, whatever the number: it reads every waiting
+    sign-up in batches across the workers (a launch backlog older than the stale age would
+    otherwise be queued again row by row beside the drains already at work). Returns how
+    many stale sign-ups the queued work covers."""
+    from .tasks_signups import signup_drain_task, signup_process_task
 
     now = now or timezone.now()
     stale = list(
@@ -468,6 +473,8 @@ def signup_requeue_stale(*, now=None) -> int:
         .order_by("created_at")
         .values_list("pk", flat=True)[:2000]
     )
+    if stale and _wake_cache() is not None:
+        return len(stale) if signup_drain_task.requeue([0]) else 0
     return signup_process_task.requeue(stale)
 
 

@@ -379,6 +379,23 @@ def test_a_drain_hands_the_next_batch_to_another_worker(
     assert OutboundEmail.objects.count() == 5
 
 
+def test_with_a_shared_cache_the_sweep_queues_one_drain_for_a_whole_backlog(
+    landing_page, form_id, redis_cache, published
+):
+    # given a backlog of sign-ups nothing woke (Redis was down when they were stored)
+    spec = services.optin_form_specs_of(landing_page)[form_id]
+    for n in range(3):
+        stored_signup(spec, f"backlog{n}@lodestone-mail.fi")
+    SignUp.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+
+    # when the sweep runs
+    covered = services.signup_requeue_stale()
+
+    # then one drain went to the broker for all three, not a task per sign-up
+    assert covered == 3
+    assert published == [("signup_drain_task", (0,))]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_drains_at_once_process_each_signup_once(magnet):
     from funnels.tasks_signups import signup_drain_task
