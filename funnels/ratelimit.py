@@ -57,14 +57,12 @@ def _keys(limit: Limit, now: float) -> tuple[str, str, float]:
     return f"{base}:{int(bucket)}", f"{base}:{int(bucket) - 1}", 1 - into / limit.window
 
 
-_scripts: dict[int, object] = {}
-
-
 def _hit_script(client):
-    """The registered script (its SHA-1 computed once) for this client object."""
-    script = _scripts.get(id(client))
-    if script is None or script.registered_client is not client:
-        script = _scripts[id(client)] = client.register_script(HIT_LUA)
+    """The registered script (its SHA-1 computed once), kept on the client object: one per
+    process with core.cache.FailOpenRedisCache, which reuses its client."""
+    script = getattr(client, "_lodestone_hit_script", None)
+    if script is None:
+        script = client._lodestone_hit_script = client.register_script(HIT_LUA)
     return script
 
 

@@ -309,7 +309,6 @@ def signup_receive(
     Returns None when the same submission was already stored (the database's unique key
     refused the copy); the caller answers it like the first.
     """
-
     if spec.magnet_id is None:
         raise exceptions.FormNotFound()
     email = normalize_email(email)

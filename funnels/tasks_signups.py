@@ -1,6 +1,7 @@
 """Processing of stored sign-ups: the opt-in request stores one row and wakes a drain
-(funnels.services.signup_wake); a sign-up that fails in the drain, the sweep and the
-creator's retry each use the per-sign-up task with its retries."""
+(funnels.services.signup_wake), and the sweep queues one for what nothing woke. A sign-up
+that fails in a drain, the creator's retry, and sites without a shared cache use the
+per-sign-up task with its retries."""
 
 import contextlib
 
