@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
-from django.db import connection
 from django.test import Client
 
 from config.celery_app import app
@@ -23,6 +22,7 @@ from funnels.models import DripDelivery, Enrolment, Subscriber
 from funnels.sequences import scheduler, services
 from funnels.tasks_sequences import drip_schedule, drip_send_batch
 from tests.harness.celery_worker import Broker, celery_worker_running
+from tests.harness.concurrency import run_at_once
 from tests.harness.ports import free_port
 from tests.harness.waiting import wait_until
 from tests.payments.conftest import buy, make_offer, sx, webhook  # noqa: F401 (fixtures)
@@ -149,31 +149,6 @@ def test_a_three_step_sequence_over_simulated_days_in_three_time_zones(
     assert len(sequence_mail(leaver.email)) == 2
     assert Enrolment.objects.get(subscriber=leaver).exit_reason == "unsubscribed"
     assert Subscriber.objects.get(pk=leaver.pk).status == Subscriber.Status.UNSUBSCRIBED
-
-
-def run_at_once(*calls):
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = call()
-        except Exception as exc:  # raised below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    if errors:
-        raise errors[0]
-    return results
 
 
 @pytest.fixture

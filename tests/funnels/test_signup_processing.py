@@ -20,6 +20,7 @@ from funnels import services
 from funnels.forms import RENDERED_SALT
 from funnels.models import ConsentRecord, LeadMagnet, SignUp, Subscriber, Touch
 from funnels.tasks_signups import signup_process_task
+from tests.harness.concurrency import run_at_once
 from tests.harness.waiting import wait_until
 
 from .conftest import make_landing_page, process_signups
@@ -405,25 +406,11 @@ def test_two_drains_at_once_process_each_signup_once(magnet):
     spec = services.optin_form_specs_of(page)[form_id]
     for n in range(12):
         stored_signup(spec, f"twice{n}@lodestone-mail.fi")
-    barrier = threading.Barrier(2)
-    counts, errors = [], []
+    # when two workers run a drain at the same moment
+    counts = run_at_once(*[lambda: signup_drain_task.apply().get()] * 2)
 
-    def drain():
-        try:
-            barrier.wait(timeout=10)
-            counts.append(signup_drain_task.apply().get())
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=drain) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-
-    assert not errors
+    # then each sign-up was processed once, with one email, whichever drain took it
+    assert sum(counts) >= 12
     assert SignUp.objects.filter(status=SignUp.Status.PROCESSED).count() == 12
     emails = list(OutboundEmail.objects.values_list("to", flat=True))
     assert len(emails) == len(set(emails)) == 12

@@ -1,46 +1,18 @@
 """Everything runs twice, at once: real threads, real PostgreSQL transactions."""
 
-import threading
-
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 
 from core.models import OutboundEmail
 from payments import selectors
 from payments.models import Entitlement, Order, StripeEvent
 from payments.signals import purchase_completed
+from tests.harness.concurrency import run_at_once
 
 from .conftest import WEBHOOK_SECRET, buy, make_offer, post_webhook
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_at_once(*calls):
-    """Start every call in its own thread behind a barrier; return results, raise errors."""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-    errors: list = []
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=30)
-            results[index] = call()
-        except Exception as exc:  # collected and raised below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a thread is stuck (deadlock?)"
-    if errors:
-        raise errors[0]
-    return results
 
 
 def signed(sx, event):
