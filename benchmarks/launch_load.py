@@ -53,6 +53,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "infra"))
 import stack  # noqa: E402  (infra/stack.py)
 
+sys.path.insert(0, str(ROOT))
+from media.playlists import parse_media_playlist  # noqa: E402  (plain text parsing, no Django setup)
+
 PY = str(Path(sys.executable))
 BENCH_ENV = {
     # Launch-day settings for the run: no per-IP opt-in limit (wrk is one IP), no download
@@ -401,17 +404,6 @@ def get_as(url: str, cookie: str, *, what: str) -> bytes:
         raise PlaylistCheckFailed(f"{what}: {exc.code} for {url}: {body!r}") from exc
 
 
-def playlist_uris(text: str) -> list[str]:
-    """Every URI of a playlist, EXT-X-MAP's included, in order."""
-    uris = []
-    for line in text.splitlines():
-        if line.startswith("#EXT-X-MAP"):
-            uris += re.findall(r'URI="([^"]+)"', line)
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
-
-
 def is_signed(uri: str) -> bool:
     # On S3 (the stack's protected store) a SigV4 presigned URL; on local disk our own token.
     return "X-Amz-Signature=" in uri or "/protected/video/seg/" in uri
@@ -425,7 +417,7 @@ def playlist_prepare(origin: str, info: dict, bench_dir: Path) -> tuple[str, str
     name, value = info["session_cookie"]
     cookie = f"{name}={value}"
     master = get_as(origin + info["master"], cookie, what="master playlist").decode()
-    renditions = [u for u in playlist_uris(master) if "?t=" in u]
+    renditions = [u for u in parse_media_playlist(master).uris if "?t=" in u]
     if not master.startswith("#EXTM3U") or not renditions:
         raise PlaylistCheckFailed(f"the master playlist is not one: {master[:300]!r}")
     path = renditions[0]
@@ -433,7 +425,7 @@ def playlist_prepare(origin: str, info: dict, bench_dir: Path) -> tuple[str, str
         raise PlaylistCheckFailed(f"the master starts with {path}, not {info['rendition']}")
     body = get_as(origin + path, cookie, what="rendition playlist")
     text = body.decode()
-    segments = playlist_uris(text)
+    segments = parse_media_playlist(text).uris
     if not text.startswith("#EXTM3U") or "#EXTINF:" not in text or not segments:
         raise PlaylistCheckFailed(f"the rendition playlist is not one: {text[:300]!r}")
     unsigned = [u for u in segments if not is_signed(u)]
@@ -613,7 +605,7 @@ def main() -> int:
                     f"phase would end: use --seconds {max(1, int(token_left - 10) // 2)} or less"
                 )
             counts["playlist_body_bytes"] = len(body)
-            counts["playlist_segment_urls"] = len(playlist_uris(body.decode()))
+            counts["playlist_segment_urls"] = len(parse_media_playlist(body.decode()).uris)
             for name, url in (
                 ("playlist_static", origin + "/_bench/playlist.m3u8"),
                 ("playlist", origin + path),

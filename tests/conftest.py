@@ -32,3 +32,19 @@ def _fresh_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def published():
+    """Tasks this process hands to the broker while the test runs: [(task name, [args])],
+    from Celery's own before_task_publish signal."""
+    from celery.signals import before_task_publish
+
+    sent = []
+
+    def record(sender=None, body=None, **kwargs):
+        sent.append((sender, list(body[0])))
+
+    before_task_publish.connect(record)
+    yield sent
+    before_task_publish.disconnect(record)

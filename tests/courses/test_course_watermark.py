@@ -5,11 +5,8 @@ The first test runs it end to end with the live Celery worker making the B varia
 others watch which tasks are queued (before_task_publish) without ffmpeg.
 """
 
-import re
 import subprocess
 
-import pytest
-from celery.signals import before_task_publish
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.urls import reverse
@@ -26,19 +23,6 @@ from tests.harness.waiting import wait_until
 from .conftest import course_tree_install
 
 CLIP_SECONDS = 44  # with 1 s segments: 44 segments, the code needs 36
-
-
-@pytest.fixture
-def published():
-    """(task name, args) of every task published while the test runs."""
-    sent = []
-
-    def record(sender=None, body=None, **kwargs):
-        sent.append((sender, list(body[0])))
-
-    before_task_publish.connect(record)
-    yield sent
-    before_task_publish.disconnect(record)
 
 
 def _watermark_tasks(published) -> list[int]:
@@ -72,26 +56,15 @@ def _publish(page, **changes):
     return page
 
 
-def _uris(playlist: str) -> list[str]:
-    uris = []
-    for line in playlist.splitlines():
-        found = re.search(r'URI="([^"]+)"', line) if line.startswith("#EXT-X-MAP") else None
-        if found:
-            uris.append(found.group(1))
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
-
-
 def _stream_files(client, video: Video) -> list[str]:
     """The storage names of the segments a player is given (init first)."""
     master = client.get(f"/protected/video/{video.uid}/master.m3u8")
     assert master.status_code == 200
-    rendition = client.get(_uris(master.content.decode())[0])
+    rendition = client.get(playlists.parse_media_playlist(master.content.decode()).uris[0])
     assert rendition.status_code == 200
     return [
         playlists._unb64(uri.split("/seg/")[1].split(".")[0]).decode()
-        for uri in _uris(rendition.content.decode())
+        for uri in playlists.parse_media_playlist(rendition.content.decode()).uris
     ]
 
 
@@ -99,20 +72,17 @@ def _stream_files(client, video: Video) -> list[str]:
 
 
 def test_switching_a_course_on_makes_the_worker_watermark_its_videos_and_off_unmarks_them(
-    transactional_db, celery_worker, django_server_env, settings, client, buyer, tree, tmp_path
+    transactional_db,
+    celery_worker,
+    server_protected_storage,
+    settings,
+    client,
+    buyer,
+    tree,
+    tmp_path,
 ):
     # given a lesson video transcoded with 1 s segments into the storage the worker uses,
     # and a buyer who streams it unmarked
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
     settings.PROTECTED_SERVE_METHOD = "django"
     settings.VIDEO_SEGMENT_SECONDS = 1
     clip = tmp_path / "clip.mp4"

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from courses.models import LessonDownload, LessonPage
 from media.downloads import source_problem
 from media.models import DownloadDelivery, Video
+from media.playlists import parse_media_playlist
 from media.stamping.prepare import forget_cached
 from media.stamping.samples import sample_pdf
 from payments import services as payment_services
@@ -56,17 +57,6 @@ def _replace_file(download: LessonDownload, data: bytes) -> str:
     return download.file.name
 
 
-def _uris(playlist: str) -> list[str]:
-    uris = []
-    for line in playlist.splitlines():
-        found = re.search(r'URI="([^"]+)"', line) if line.startswith("#EXT-X-MAP") else None
-        if found:
-            uris.append(found.group(1))
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
-
-
 def _pdf_text(data: bytes, tmp_path) -> str:
     path = tmp_path / "received.pdf"
     path.write_bytes(data)
@@ -87,7 +77,7 @@ def test_a_refunded_buyer_gets_no_more_playlists_lesson_or_download_from_that_mo
     client.force_login(buyer)
     master = client.get(f"/protected/video/{video.uid}/master.m3u8")
     assert master.status_code == 200
-    rendition = _uris(master.content.decode())[-1]
+    rendition = parse_media_playlist(master.content.decode()).uris[-1]
     assert client.get(rendition).status_code == 200
     assert client.get(_download_url(download)).status_code == 200
 

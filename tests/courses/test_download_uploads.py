@@ -6,9 +6,7 @@ import io
 
 import pikepdf
 import pytest
-from celery.signals import before_task_publish
 from django.core.files.base import ContentFile
-from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from wagtail.models import Page
@@ -53,19 +51,6 @@ def lesson(home, protected_storage) -> LessonPage:
     lesson.save_revision().publish()
     yield lesson
     forget_cached()
-
-
-@pytest.fixture
-def published():
-    """Tasks sent to the broker during the test: [(task name, args)]."""
-    sent = []
-
-    def record(sender=None, body=None, **kwargs):
-        sent.append((sender, list(body[0])))
-
-    before_task_publish.connect(record)
-    yield sent
-    before_task_publish.disconnect(record)
 
 
 def _edit_form(lesson: LessonPage, downloads: list[dict]) -> dict:
@@ -211,20 +196,9 @@ def test_a_good_pdf_saved_in_the_editor_queues_its_preparation_once_committed(
 
 
 def test_the_worker_prepares_a_published_pdf_and_the_editor_shows_it_ready(
-    transactional_db, celery_worker, django_server_env, settings, home, client, creator
+    transactional_db, celery_worker, server_protected_storage, home, client, creator
 ):
     # given the store the worker uses (server processes get a local folder from the harness)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    forget_cached()
     lesson = course_tree_install(home, slug="worker-prepares").paid_lesson
     lesson.save_revision().publish()
     client.force_login(creator)
@@ -240,7 +214,7 @@ def test_the_worker_prepares_a_published_pdf_and_the_editor_shows_it_ready(
     # then the live worker prepares it for stamping, without any download asking for it
     name = LessonDownload.objects.get(lesson=lesson).file.name
     prepared = wait_until(
-        lambda: prepared_peek(name, storage=storages["protected"]),
+        lambda: prepared_peek(name, storage=server_protected_storage),
         timeout=60,
         what="the worker to prepare the worksheet",
         interval=0.2,
@@ -250,7 +224,6 @@ def test_the_worker_prepares_a_published_pdf_and_the_editor_shows_it_ready(
     # and the editor shows the file ready
     html = client.get(_edit_url(lesson)).content.decode()
     assert "Ready: every download is stamped with its buyer" in html
-    forget_cached()
 
 
 # --- The status of files already stored -----------------------------------------------------

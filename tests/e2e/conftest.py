@@ -1,32 +1,10 @@
-"""Fixtures the browser tests share: the server processes' protected storage and the
-Stripe stand-in they pay through."""
+"""Fixtures the browser tests share: the Stripe stand-in they pay through."""
 
 import pytest
-from django.core.files.storage import storages
 
-from media.stamping.prepare import forget_cached
 from tests.harness.plugin import SERVER_STRIPE_WEBHOOK_SECRET
 
 STRIPE_WEBHOOK_PATH = "/pay/stripe/webhook/"
-
-
-@pytest.fixture
-def server_protected_storage(settings, django_server_env):
-    """Protected files (magnets, downloads, HLS output) saved here land where the gunicorn
-    and Celery processes read them."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    forget_cached()
-    yield storages["protected"]
-    forget_cached()
 
 
 @pytest.fixture

@@ -212,20 +212,17 @@ def test_erasure_removes_the_raw_signups_too(client, landing_page, form_id):
     assert not SignUp.objects.exists()
 
 
-def test_the_sweep_requeues_only_signups_waiting_too_long(landing_page, form_id, monkeypatch):
+def test_the_sweep_requeues_only_signups_waiting_too_long(
+    landing_page, form_id, published, celery_broker
+):
     spec = services.optin_form_specs_of(landing_page)[form_id]
     old, _fresh = (
         stored_signup(spec, email) for email in ("old@lodestone-mail.fi", "fresh@lodestone-mail.fi")
     )
     SignUp.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=5))
-    queued = []
-    # what the sweep publishes (the broker itself is exercised by the Redis drill)
-    monkeypatch.setattr(
-        signup_process_task, "apply_async", lambda args, **kwargs: queued.append(*args)
-    )
 
     assert services.signup_requeue_stale() == 1
-    assert queued == [old.pk]
+    assert published == [(signup_process_task.name, [old.pk])]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -316,26 +313,17 @@ def redis_cache(settings):
     cache.delete(services.SIGNUP_WAKE_KEY)
 
 
-@pytest.fixture
-def published(monkeypatch):
-    """What the sign-up code hands to the broker: (task name, args) in order. The broker
-    itself is exercised by the live-worker test below and the Redis drill."""
-    from funnels.tasks_signups import signup_drain_task
-
-    sent: list[tuple[str, tuple]] = []
-    for task in (signup_drain_task, signup_process_task):
-        monkeypatch.setattr(
-            task,
-            "apply_async",
-            lambda args=None, kwargs=None, _name=task.name, **options: sent.append(
-                (_name.rsplit(".", 1)[-1], tuple(args or ()))
-            ),
-        )
-    return sent
+DRAIN = "funnels.tasks_signups.signup_drain_task"
 
 
 def test_a_burst_of_signups_wakes_one_drain_and_the_drain_processes_them_all(
-    client, landing_page, form_id, redis_cache, published, django_capture_on_commit_callbacks
+    client,
+    landing_page,
+    form_id,
+    redis_cache,
+    published,
+    celery_broker,
+    django_capture_on_commit_callbacks,
 ):
     from funnels.tasks_signups import signup_drain_task
 
@@ -345,7 +333,7 @@ def test_a_burst_of_signups_wakes_one_drain_and_the_drain_processes_them_all(
             post(client, landing_page, form_id, form_body(email=f"burst{n}@lodestone-mail.fi"))
 
     # then one drain went to the broker, not a message per sign-up
-    assert published == [("signup_drain_task", ())]
+    assert published == [(DRAIN, [])]
 
     # when a worker runs it, every sign-up is processed once
     assert signup_drain_task.apply().get() == 3
@@ -355,11 +343,11 @@ def test_a_burst_of_signups_wakes_one_drain_and_the_drain_processes_them_all(
     # and a sign-up after the drain started wakes the next one
     with django_capture_on_commit_callbacks(execute=True):
         post(client, landing_page, form_id, form_body(email="later@lodestone-mail.fi"))
-    assert published == [("signup_drain_task", ())] * 2
+    assert published == [(DRAIN, [])] * 2
 
 
 def test_a_drain_hands_the_next_batch_to_another_worker(
-    landing_page, form_id, published, monkeypatch
+    landing_page, form_id, published, celery_broker, monkeypatch
 ):
     from funnels.tasks_signups import signup_drain_task
 
@@ -369,11 +357,11 @@ def test_a_drain_hands_the_next_batch_to_another_worker(
 
     # when a drain runs: it takes a batch of two and queues the drain of the next batch
     assert signup_drain_task.apply().get() == 2
-    assert published == [("signup_drain_task", (ids[1],))]
+    assert published == [(DRAIN, [ids[1]])]
     # and that one the next, until a batch is not full
     assert signup_drain_task.apply(args=[ids[1]]).get() == 2
     assert signup_drain_task.apply(args=[ids[3]]).get() == 1
-    assert published[-1] == ("signup_drain_task", (ids[3],))
+    assert published[-1] == (DRAIN, [ids[3]])
 
     # then every sign-up was processed exactly once
     assert SignUp.objects.filter(status=SignUp.Status.PROCESSED).count() == 5
@@ -381,7 +369,7 @@ def test_a_drain_hands_the_next_batch_to_another_worker(
 
 
 def test_with_a_shared_cache_the_sweep_queues_one_drain_for_a_whole_backlog(
-    landing_page, form_id, redis_cache, published
+    landing_page, form_id, redis_cache, published, celery_broker
 ):
     # given a backlog of sign-ups nothing woke (Redis was down when they were stored)
     spec = services.optin_form_specs_of(landing_page)[form_id]
@@ -394,7 +382,7 @@ def test_with_a_shared_cache_the_sweep_queues_one_drain_for_a_whole_backlog(
 
     # then one drain went to the broker for all three, not a task per sign-up
     assert covered == 3
-    assert published == [("signup_drain_task", (0,))]
+    assert published == [(DRAIN, [0])]
 
 
 @pytest.mark.django_db(transaction=True)

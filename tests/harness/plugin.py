@@ -195,6 +195,30 @@ def django_server_env(
     return env
 
 
+@pytest.fixture
+def server_protected_storage(settings, django_server_env):
+    """The test process's `protected` storage set to the folder the harness gives its server
+    processes: Protected files (magnets, downloads, HLS output) saved here land where the gunicorn
+    and Celery processes read them."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "protected": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {
+                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
+                "base_url": None,
+            },
+        },
+    }
+    from django.core.files.storage import storages
+
+    from media.stamping.prepare import forget_cached
+
+    forget_cached()
+    yield storages["protected"]
+    forget_cached()
+
+
 @pytest.fixture(scope="session")
 def celery_worker(celery_broker, django_server_env, harness_log_dir) -> Iterator[CeleryWorker]:
     """A `celery worker -P solo` subprocess consuming the session's queue; its mail goes

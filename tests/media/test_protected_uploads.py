@@ -5,7 +5,6 @@ import io
 
 import pikepdf
 import pytest
-from celery.signals import before_task_publish
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -49,18 +48,6 @@ def creator_client(client, django_user_model):
         django_user_model.objects.create_superuser(email="creator@example.com", password="-")
     )
     return client
-
-
-@pytest.fixture
-def published():
-    sent = []
-
-    def record(sender=None, body=None, **kwargs):
-        sent.append((sender, list(body[0])))
-
-    before_task_publish.connect(record)
-    yield sent
-    before_task_publish.disconnect(record)
 
 
 def _magnet_form(upload) -> dict:

@@ -1,7 +1,6 @@
 """Creators upload videos in the Wagtail admin and follow their processing there."""
 
 import pytest
-from celery.signals import before_task_publish
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -32,19 +31,6 @@ def creator_client(client, django_user_model):
     creator = django_user_model.objects.create_superuser(email="creator@example.com", password="-")
     client.force_login(creator)
     return client
-
-
-@pytest.fixture
-def published():
-    """Tasks sent to the broker during the test: [(task name, args)]."""
-    sent = []
-
-    def record(sender=None, body=None, **kwargs):
-        sent.append((sender, list(body[0])))
-
-    before_task_publish.connect(record)
-    yield sent
-    before_task_publish.disconnect(record)
 
 
 def _url(action: str, *args) -> str:

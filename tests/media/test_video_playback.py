@@ -71,21 +71,9 @@ def _master_url(video: Video) -> str:
     return f"/protected/video/{video.uid}/master.m3u8"
 
 
-def _uris(playlist: str) -> list[str]:
-    """Every URI in a playlist: EXT-X-MAP's and each segment's, in order."""
-    uris = []
-    for line in playlist.splitlines():
-        found = re.search(r'URI="([^"]+)"', line) if line.startswith("#EXT-X-MAP") else None
-        if found:
-            uris.append(found.group(1))
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
-
-
 def _rendition_url(client, video: Video, name: str = "720p") -> str:
     master = client.get(_master_url(video)).content.decode()
-    return next(uri for uri in _uris(master) if f"/{name}/" in uri)
+    return next(uri for uri in playlists.parse_media_playlist(master).uris if f"/{name}/" in uri)
 
 
 def _body(response) -> bytes:
@@ -116,7 +104,7 @@ def test_master_playlist_points_each_rendition_at_a_playlist_signed_for_the_view
         if line.startswith("#EXT-X-STREAM-INF")
     ]
     assert [line for line in lines if line.startswith("#EXT-X-STREAM-INF")] == stored
-    uris = _uris(response.content.decode())
+    uris = playlists.parse_media_playlist(response.content.decode()).uris
     assert [urlsplit(uri).path for uri in uris] == [
         f"/protected/video/{lesson_video.uid}/720p/index.m3u8",
         f"/protected/video/{lesson_video.uid}/360p/index.m3u8",
@@ -147,7 +135,7 @@ def test_anonymous_visitor_gets_no_playlist_and_no_segment(client, learner, less
     # given links a learner was given
     client.force_login(learner)
     rendition = _rendition_url(client, lesson_video)
-    segment = _uris(client.get(rendition).content.decode())[1]
+    segment = playlists.parse_media_playlist(client.get(rendition).content.decode()).uris[1]
     client.logout()
 
     # when / then
@@ -217,9 +205,9 @@ def test_rendition_playlist_signs_the_init_segment_and_every_segment_for_the_vie
     assert re.sub(r"(URI=\")[^\"]+|^[^#\n].*$", r"\1", playlist, flags=re.M) == re.sub(
         r"(URI=\")[^\"]+|^[^#\n].*$", r"\1", stored, flags=re.M
     )
-    signed = _uris(playlist)
-    assert len(signed) == len(_uris(stored)) == 4
-    for url, original in zip(signed, _uris(stored), strict=True):
+    signed = playlists.parse_media_playlist(playlist).uris
+    assert len(signed) == len(playlists.parse_media_playlist(stored).uris) == 4
+    for url, original in zip(signed, playlists.parse_media_playlist(stored).uris, strict=True):
         assert re.fullmatch(r"/protected/video/seg/[\w-]+\.[0-9a-f]+\.[\w-]{22}/", url)
         segment = client.get(url)
         assert segment.status_code == 200
@@ -243,7 +231,9 @@ def test_segment_urls_expire_a_ttl_after_a_viewer_would_reach_them(
     playlist = client.get(_rendition_url(client, lesson_video)).content.decode()
 
     # then init segment: whole video; segments at 0 s, 6 s, 12 s
-    expiries = [int(url.split(".")[1], 16) - issued for url in _uris(playlist)]
+    expiries = [
+        int(url.split(".")[1], 16) - issued for url in playlists.parse_media_playlist(playlist).uris
+    ]
     assert [e - expiries[1] for e in expiries] == [13, 0, 6, 12]
     assert 119 <= expiries[1] <= 121
 
@@ -251,7 +241,9 @@ def test_segment_urls_expire_a_ttl_after_a_viewer_would_reach_them(
 def test_segment_url_with_a_tampered_signature_is_refused(client, learner, lesson_video):
     # given
     client.force_login(learner)
-    segment = _uris(client.get(_rendition_url(client, lesson_video)).content.decode())[1]
+    segment = playlists.parse_media_playlist(
+        client.get(_rendition_url(client, lesson_video)).content.decode()
+    ).uris[1]
     name, expiry, mac = segment.split("/")[-2].split(".")
     forged_mac = ("A" if mac[0] != "A" else "B") + mac[1:]
     other_name = playlists._b64(b"videos/../../secrets.txt")
@@ -276,7 +268,7 @@ def test_segment_url_past_its_expiry_is_refused(client, learner, lesson_video, l
         user_id=learner.pk,
         now=int(time.time()) - 600,
     )
-    segment = _uris(old)[1]
+    segment = playlists.parse_media_playlist(old).uris[1]
 
     # when
     response = client.get(segment)
@@ -291,7 +283,9 @@ def test_segment_url_issued_to_another_user_is_refused_even_if_they_have_access(
 ):
     # given
     client.force_login(learner)
-    segment = _uris(client.get(_rendition_url(client, lesson_video)).content.decode())[1]
+    segment = playlists.parse_media_playlist(
+        client.get(_rendition_url(client, lesson_video)).content.decode()
+    ).uris[1]
     client.force_login(classmate)
 
     # when
@@ -357,7 +351,9 @@ def test_behind_nginx_segments_are_handed_over_with_x_accel_redirect(
     # given
     settings.PROTECTED_SERVE_METHOD = "nginx"
     client.force_login(learner)
-    segment = _uris(client.get(_rendition_url(client, lesson_video)).content.decode())[1]
+    segment = playlists.parse_media_playlist(
+        client.get(_rendition_url(client, lesson_video)).content.decode()
+    ).uris[1]
 
     # when
     response = client.get(segment)
@@ -392,7 +388,9 @@ def test_poster_is_served_to_viewers_only(client, learner, stranger, lesson_vide
 def test_a_rotated_secret_key_keeps_issued_links_working(client, learner, lesson_video, settings):
     # given
     client.force_login(learner)
-    segment = _uris(client.get(_rendition_url(client, lesson_video)).content.decode())[1]
+    segment = playlists.parse_media_playlist(
+        client.get(_rendition_url(client, lesson_video)).content.decode()
+    ).uris[1]
 
     # when
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
@@ -467,7 +465,7 @@ def test_on_s3_segment_urls_are_presigned_and_the_bucket_serves_them(
     playlist = client.get(_rendition_url(client, s3_lesson_video, "360p")).content.decode()
 
     # then
-    urls = _uris(playlist)
+    urls = playlists.parse_media_playlist(playlist).uris
     assert len(urls) == 4
     storage = s3_protected_storage.storage
     for url in urls:
@@ -487,7 +485,9 @@ def test_on_s3_a_tampered_presigned_segment_url_is_refused_by_the_bucket(
 ):
     # given
     client.force_login(learner)
-    url = _uris(client.get(_rendition_url(client, s3_lesson_video)).content.decode())[1]
+    url = playlists.parse_media_playlist(
+        client.get(_rendition_url(client, s3_lesson_video)).content.decode()
+    ).uris[1]
     signature = parse_qs(urlsplit(url).query)["X-Amz-Signature"][0]
     forged = ("0" if signature[0] != "0" else "1") + signature[1:]
     other_segment = url.replace("seg_00000.m4s", "seg_00001.m4s")
@@ -509,7 +509,7 @@ def test_on_s3_a_presigned_segment_url_stops_working_when_it_expires(
         rendition=rendition,
         user_id=learner.pk,
     )
-    first_segment = _uris(playlist)[1]
+    first_segment = playlists.parse_media_playlist(playlist).uris[1]
     assert parse_qs(urlsplit(first_segment).query)["X-Amz-Expires"] == ["1"]
 
     # when / then

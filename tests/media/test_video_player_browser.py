@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-from django.core.files.storage import storages
 from django.test import Client
 
 from media.models import Video
@@ -19,22 +18,6 @@ from .test_video_samples import install_ready_video, transcoded_720p
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SEGMENT_URL = re.compile(r"/protected/video/seg/[\w-]+\.[0-9a-f]+\.[\w-]{22}/$")
-
-
-@pytest.fixture
-def server_storage(settings, django_server_env):
-    """Write videos where the gunicorn process reads them."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    return storages["protected"]
 
 
 @pytest.fixture
@@ -78,10 +61,12 @@ def test_chromium_here_can_decode_the_h264_and_aac_we_encode(page):
 
 
 def test_a_creator_previews_a_video_in_the_admin_and_it_plays_from_signed_segments(
-    creator_page, web_server, server_storage, tmp_path_factory
+    creator_page, web_server, server_protected_storage, tmp_path_factory
 ):
     # given
-    video = install_ready_video(server_storage, transcoded_720p(tmp_path_factory.getbasetemp()))
+    video = install_ready_video(
+        server_protected_storage, transcoded_720p(tmp_path_factory.getbasetemp())
+    )
     responses = _responses(creator_page)
 
     # when
@@ -113,10 +98,12 @@ def test_a_creator_previews_a_video_in_the_admin_and_it_plays_from_signed_segmen
 
 
 def test_the_player_fetches_fresh_urls_for_segments_whose_urls_have_expired(
-    creator_page, web_server, server_storage, tmp_path_factory
+    creator_page, web_server, server_protected_storage, tmp_path_factory
 ):
     # given a creator watching, whose playlists were signed ten minutes "ago"
-    video = install_ready_video(server_storage, transcoded_720p(tmp_path_factory.getbasetemp()))
+    video = install_ready_video(
+        server_protected_storage, transcoded_720p(tmp_path_factory.getbasetemp())
+    )
     responses = _responses(creator_page)
     creator_page.clock.install()
     creator_page.goto(_inspect_url(web_server, video))
@@ -150,10 +137,12 @@ def test_the_player_fetches_fresh_urls_for_segments_whose_urls_have_expired(
 
 
 def test_a_video_still_processing_shows_its_status_and_progress(
-    creator_page, web_server, server_storage, tmp_path_factory
+    creator_page, web_server, server_protected_storage, tmp_path_factory
 ):
     # given
-    video = install_ready_video(server_storage, transcoded_720p(tmp_path_factory.getbasetemp()))
+    video = install_ready_video(
+        server_protected_storage, transcoded_720p(tmp_path_factory.getbasetemp())
+    )
     Video.objects.filter(pk=video.pk).update(status=Video.Status.PROCESSING, progress=40)
 
     # when

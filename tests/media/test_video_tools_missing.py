@@ -6,9 +6,7 @@ import os
 import shutil
 import uuid
 
-import pytest
 from django.core.files.base import ContentFile
-from django.core.files.storage import storages
 from django.db import transaction
 from django.urls import reverse
 
@@ -38,27 +36,11 @@ def _upload(title: str) -> Video:
     return video
 
 
-@pytest.fixture
-def worker_storage(settings, django_server_env):
-    """The store server processes use (a local folder the harness gives them)."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    return storages["protected"]
-
-
 def test_a_worker_without_ffmpeg_fails_the_upload_telling_the_creator_to_install_it(
     transactional_db,
     celery_broker,
     django_server_env,
-    worker_storage,
+    server_protected_storage,
     harness_log_dir,
     tmp_path,
     client,
@@ -103,7 +85,7 @@ def test_a_worker_without_ffmpeg_fails_the_upload_telling_the_creator_to_install
 
 
 def test_a_transcode_without_ffprobe_on_the_path_fails_naming_ffprobe(
-    db, worker_storage, monkeypatch, tmp_path
+    db, server_protected_storage, monkeypatch, tmp_path
 ):
     # given this process's PATH has ffmpeg but no ffprobe (subprocesses look it up there)
     video = _upload("Week 2")

@@ -308,18 +308,15 @@ def test_stale_and_lost_videos_are_queued_again_and_healthy_ones_are_left_alone(
 
 
 def test_a_worker_killed_midway_leaves_a_run_the_next_delivery_redoes_from_scratch(
-    transactional_db, django_server_env, settings, tmp_path, tmp_path_factory, monkeypatch
+    transactional_db,
+    server_protected_storage,
+    django_server_env,
+    tmp_path,
+    tmp_path_factory,
+    monkeypatch,
 ):
     # given a video being transcoded by another process (the command, as a worker would)
-    protected = Path(django_server_env["LODESTONE_PROTECTED_ROOT"])
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(protected), "base_url": None},
-        },
-    }
-    storage = storages["protected"]
+    storage = server_protected_storage
     workdirs = tmp_path / "tmp"
     workdirs.mkdir()
     video = _uploaded("720p", tmp_path_factory.getbasetemp(), title="Killed midway")
@@ -362,19 +359,9 @@ def test_a_worker_killed_midway_leaves_a_run_the_next_delivery_redoes_from_scrat
 
 
 def test_a_second_run_while_one_is_transcoding_leaves_it_alone(
-    transactional_db, django_server_env, settings, tmp_path_factory
+    transactional_db, server_protected_storage, django_server_env, tmp_path_factory
 ):
     # given a transcode in progress in another process (as on another worker)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
     video = _uploaded("720p", tmp_path_factory.getbasetemp(), title="Sent twice")
     first = subprocess.Popen(
         [sys.executable, "manage.py", "transcode_video", str(video.uid)],
@@ -454,19 +441,9 @@ def test_transcoding_onto_s3_stores_playlists_and_segments_with_their_content_ty
 
 
 def test_an_upload_is_transcoded_by_the_live_worker_showing_progress_on_the_way(
-    transactional_db, celery_worker, django_server_env, settings, tmp_path_factory
+    transactional_db, celery_worker, server_protected_storage, tmp_path_factory
 ):
     # given the storage the worker uses (the harness gives server processes a local folder)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
     video = _uploaded("720p", tmp_path_factory.getbasetemp(), title="Via the worker")
     seen = set()
 

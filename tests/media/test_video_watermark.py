@@ -9,12 +9,10 @@ segments through the signed URLs, concatenates and re-encodes them smaller, and
 """
 
 import random
-import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from celery.signals import before_task_publish
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 from django.core.management import CommandError, call_command
@@ -58,18 +56,6 @@ def local_storage(settings, tmp_path):
     return storages["protected"]
 
 
-@pytest.fixture
-def published():
-    sent = []
-
-    def record(sender=None, body=None, **kwargs):
-        sent.append((sender, list(body[0])))
-
-    before_task_publish.connect(record)
-    yield sent
-    before_task_publish.disconnect(record)
-
-
 def _ffmpeg(*args: str) -> None:
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
@@ -88,17 +74,6 @@ def _clip(path: Path) -> Path:
     return path
 
 
-def _uris(playlist: str) -> list[str]:
-    uris = []
-    for line in playlist.splitlines():
-        found = re.search(r'URI="([^"]+)"', line) if line.startswith("#EXT-X-MAP") else None
-        if found:
-            uris.append(found.group(1))
-        elif line and not line.startswith("#"):
-            uris.append(line)
-    return uris
-
-
 def _body(response) -> bytes:
     return b"".join(response.streaming_content) if response.streaming else response.content
 
@@ -107,9 +82,9 @@ def _stream_uris(client, video: Video) -> list[str]:
     """What a player gets: master playlist, then the (only) rendition's playlist."""
     master = client.get(f"/protected/video/{video.uid}/master.m3u8")
     assert master.status_code == 200
-    rendition = client.get(_uris(master.content.decode())[0])
+    rendition = client.get(playlists.parse_media_playlist(master.content.decode()).uris[0])
     assert rendition.status_code == 200
-    return _uris(rendition.content.decode())
+    return playlists.parse_media_playlist(rendition.content.decode()).uris
 
 
 def _trace(path: Path) -> tuple[str, str]:

@@ -8,7 +8,6 @@ import time
 
 import pytest
 from django.core import signing
-from django.core.files.storage import storages
 from django.test import Client
 from playwright.sync_api import expect
 
@@ -29,19 +28,9 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 @pytest.fixture
-def server_world(settings, django_server_env, django_user_model):
+def server_world(server_protected_storage, django_server_env, django_user_model):
     """The world, with protected files where the gunicorn process reads them."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {
-                "location": django_server_env["LODESTONE_PROTECTED_ROOT"],
-                "base_url": None,
-            },
-        },
-    }
-    assert storages["protected"].location == django_server_env["LODESTONE_PROTECTED_ROOT"]
+    assert server_protected_storage.location == django_server_env["LODESTONE_PROTECTED_ROOT"]
     return world_build(django_user_model)
 
 
