@@ -49,7 +49,7 @@ from core.admin_reports import (
     post_button,
 )
 
-from . import selectors, services
+from . import audience, selectors, services
 from .models import LandingPage, Subscriber, Touch
 from .tasks import audience_sync_subscriber
 
@@ -319,7 +319,11 @@ class SubscriberEditView(SubscriberButtonsMixin, generic.EditView):
             title=subscriber_log_title(instance),
             content_changed=self.form.has_changed(),
         )
-        # Name and tags are mirrored in Mailchimp.
+        # Name and tags are mirrored in Mailchimp. The mark is the outbox row, committed
+        # with the edit: if the broker is down when the task below is published, the
+        # sweep (funnels.tasks.audience_requeue_stale) queues the sync later. Set after
+        # form.save(), which writes back every column as it was read.
+        audience.subscribers_mark_changed(subscriber_ids=[instance.pk])
         audience_sync_subscriber.delay_on_commit(instance.pk)
         return instance
 

@@ -6,6 +6,7 @@ tags. Calls run from Celery tasks, never in a visitor's request.
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -91,23 +92,64 @@ def member_body(subscriber: Subscriber) -> dict:
     }
 
 
+def subscribers_mark_changed(*, subscriber_ids: Iterable[int]) -> int:
+    """Record, in the caller's transaction, that Mailchimp's copy of these subscribers is
+    out of date: the outbox row of a change (an admin edit of name or tags) whose sync is
+    queued on commit. Should that publish fail (the broker down), the beat sweep finds the
+    mark and queues the sync. A new change is a new attempt, so the error an older sync
+    left no longer keeps the row from the sweep."""
+    return Subscriber.objects.filter(pk__in=list(subscriber_ids)).update(
+        audience_changed_at=timezone.now(), audience_sync_error=""
+    )
+
+
+def subscribers_mark_synced(*, subscribers: Iterable[Subscriber]) -> int:
+    """Stamp a successful sync on the rows sent, as they were read before sending.
+
+    Compare-and-set on the change mark: a row edited while the sync was on its way (its
+    mark is newer than, or appeared since, the one read) keeps its mark and stays due, so
+    the newer edit is not taken for sent. Returns how many rows were stamped."""
+    subscribers = list(subscribers)
+    if not subscribers:
+        return 0
+    as_sent = Q(
+        pk__in=[s.pk for s in subscribers if s.audience_changed_at is None],
+        audience_changed_at__isnull=True,
+    )
+    for subscriber in subscribers:
+        if subscriber.audience_changed_at is not None:
+            as_sent |= Q(pk=subscriber.pk, audience_changed_at=subscriber.audience_changed_at)
+    return Subscriber.objects.filter(as_sent).update(
+        audience_synced_at=timezone.now(), audience_sync_error="", audience_changed_at=None
+    )
+
+
 def subscribers_sync_due(*, now: datetime | None = None, limit: int = 1000) -> list[int]:
-    """Subscribers whose confirmation or unsubscription Mailchimp never heard of: changed
-    after their last successful sync (or never synced), between SYNC_SWEEP_WINDOW and
-    SYNC_STALE_AFTER ago. The change itself is the outbox row: confirm and unsubscribe
-    stamp ``confirmed_at`` / ``unsubscribed_at`` in the transaction that queues the sync,
-    and the sync stamps ``audience_synced_at``. A sync that failed keeps its error for the
-    creator (admin: Subscribers, Mailchimp filter) and is not retried here."""
+    """Subscribers whose change Mailchimp never heard of, changed between
+    SYNC_SWEEP_WINDOW and SYNC_STALE_AFTER ago. The change itself is the outbox row:
+
+    - confirm and unsubscribe stamp ``confirmed_at`` / ``unsubscribed_at`` in the
+      transaction that queues the sync, and the sync stamps ``audience_synced_at``;
+    - an admin edit (name, tags) sets ``audience_changed_at``, which only the sync that sent
+      the edited row clears (subscribers_mark_synced).
+
+    A sync that failed keeps its error for the creator (admin: Subscribers, Mailchimp
+    filter) and is not retried here; a later edit clears the error and is swept again."""
     now = now or timezone.now()
     stale, oldest = now - SYNC_STALE_AFTER, now - SYNC_SWEEP_WINDOW
+    # A change this recent still has its own on-commit task on the way.
+    just_changed = (
+        Q(confirmed_at__gte=stale)
+        | Q(unsubscribed_at__gte=stale)
+        | Q(audience_changed_at__gte=stale)
+    )
     never_heard = (
         Q(audience_synced_at__isnull=True)
         | Q(confirmed_at__gt=F("audience_synced_at"))
         | Q(unsubscribed_at__gt=F("audience_synced_at"))
     )
     in_window = Q(confirmed_at__gte=oldest) | Q(unsubscribed_at__gte=oldest)
-    just_changed = Q(confirmed_at__gte=stale) | Q(unsubscribed_at__gte=stale)
-    return list(
+    status_changes = (
         Subscriber.objects.filter(
             never_heard,
             in_window,
@@ -118,6 +160,22 @@ def subscribers_sync_due(*, now: datetime | None = None, limit: int = 1000) -> l
         .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )
+    # Its own query: the range on the mark reads the small partial index
+    # funnels_subscriber_mc_due, whatever the size of the table. Pending subscribers
+    # wait for their confirmation (upserted as pending, Mailchimp would send its own
+    # confirmation email); its sync sends the edit too.
+    edits = (
+        Subscriber.objects.filter(
+            audience_changed_at__gte=oldest,
+            audience_changed_at__lt=stale,
+            audience_sync_error="",
+        )
+        .exclude(status=Subscriber.Status.PENDING)
+        .exclude(just_changed)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sorted({*status_changes, *edits})[:limit]
 
 
 def member_upsert(subscriber: Subscriber) -> None:

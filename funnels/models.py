@@ -119,12 +119,26 @@ class Subscriber(models.Model):
     # Mailchimp audience sync: when it last succeeded, and the last error the creator sees.
     audience_synced_at = models.DateTimeField(null=True, blank=True)
     audience_sync_error = models.TextField(blank=True)
+    # The outbox mark of an edit Mailchimp has not received yet (name, tags: an admin edit),
+    # set in the edit's own transaction. Only the sync that sent the row as it stood with
+    # this very mark clears it (funnels.audience.subscribers_mark_synced), so an edit
+    # committed while a sync was on its way stays due.
+    audience_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(Lower("email"), name="funnels_subscriber_email_ci_unique"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            # The beat sweep reads the marked rows (funnels.audience.subscribers_sync_due):
+            # a handful among every subscriber there is.
+            models.Index(
+                fields=["audience_changed_at"],
+                condition=models.Q(audience_changed_at__isnull=False),
+                name="funnels_subscriber_mc_due",
+            ),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

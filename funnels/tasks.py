@@ -1,5 +1,4 @@
 from celery import shared_task
-from django.utils import timezone
 
 from . import audience
 from .models import Subscriber
@@ -19,6 +18,10 @@ def audience_sync_subscriber(self, subscriber_id: int) -> str:
     subscriber = Subscriber.objects.filter(pk=subscriber_id).first()
     if subscriber is None:
         return "gone"
+    if subscriber.status == Subscriber.Status.PENDING:
+        # Upserted as "pending", Mailchimp would send its own confirmation email beside
+        # ours. The confirmation's sync sends the subscriber, with any edit made meanwhile.
+        return "pending"
     try:
         audience.member_upsert(subscriber)
     except audience.AudienceError as exc:
@@ -26,17 +29,18 @@ def audience_sync_subscriber(self, subscriber_id: int) -> str:
         if exc.retryable and self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         return "failed"
-    Subscriber.objects.filter(pk=subscriber_id).update(
-        audience_synced_at=timezone.now(), audience_sync_error=""
-    )
+    if not audience.subscribers_mark_synced(subscribers=[subscriber]):
+        # Edited while the upsert was on its way: Mailchimp has the state before the edit.
+        # The row stays due; the edit's own task, or the sweep, sends the newer state.
+        return "superseded"
     return "synced"
 
 
 @shared_task
 def audience_requeue_stale() -> int:
-    """Beat: re-queue the syncs of confirmations and unsubscriptions committed while the
-    broker was down (the on-commit publish only logged). Nothing is synced twice in effect:
-    the sync is an upsert of current state, and a synced row is no longer due."""
+    """Beat: re-queue the syncs of confirmations, unsubscriptions and admin edits committed
+    while the broker was down (the on-commit publish only logged). Nothing is synced twice
+    in effect: the sync is an upsert of current state, and a synced row is no longer due."""
     if not audience.enabled():
         return 0
     return audience_sync_subscriber.requeue(audience.subscribers_sync_due())
@@ -62,7 +66,9 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
     if not audience.enabled():
         return "disabled"
     subscribers = list(
-        Subscriber.objects.filter(pk__in=subscriber_ids).prefetch_related("tagged_items__tag")
+        Subscriber.objects.filter(pk__in=subscriber_ids)
+        .exclude(status=Subscriber.Status.PENDING)  # see audience_sync_subscriber
+        .prefetch_related("tagged_items__tag")
     )
     if not subscribers:
         return "empty"
@@ -73,9 +79,7 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         Subscriber.objects.filter(pk__in=subscriber_ids).update(audience_sync_error=str(exc)[:2000])
         return "failed"
-    Subscriber.objects.filter(pk__in=subscriber_ids).update(
-        audience_synced_at=timezone.now(), audience_sync_error=""
-    )
+    audience.subscribers_mark_synced(subscribers=subscribers)
     return batch_id
 
 

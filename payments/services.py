@@ -1020,7 +1020,9 @@ def _order_complete(order: Order, *, name: str, session: dict | None) -> None:
 
 
 def _subscriber_tag_purchase(order: Order) -> None:
+    from funnels import audience
     from funnels.models import Subscriber
+    from funnels.tasks import audience_sync_subscriber
 
     subscriber = Subscriber.objects.select_for_update().filter(email__iexact=order.email).first()
     if subscriber is None:
@@ -1036,6 +1038,10 @@ def _subscriber_tag_purchase(order: Order) -> None:
     if order.offer_slug:
         tags.add(f"bought:{order.offer_slug}"[:100])
     subscriber.tags.add(*sorted(tags))  # taggit writes the through rows itself
+    # Mailchimp mirrors tags: the mark is committed with them, so a sync the broker could
+    # not take is queued by the sweep (funnels.tasks.audience_requeue_stale).
+    audience.subscribers_mark_changed(subscriber_ids=[subscriber.pk])
+    audience_sync_subscriber.delay_on_commit(subscriber.pk)
 
 
 def _welcome_email(order: Order, user, products: list[Product]) -> None:
