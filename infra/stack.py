@@ -8,7 +8,8 @@
 The process layout of infra/Procfile and infra/README.md: nginx (infra/stack/nginx.conf.template,
 a copy of infra/nginx/lodestone.conf's locations) → gunicorn (infra/gunicorn.conf.py,
 production settings) → PostgreSQL (database `lodestone_stack` on the local server) and Redis
-(database 3 of the local server: broker and cache), a Celery worker and beat, SeaweedFS as
+(database 3 of the local server: broker and cache), a Celery worker, a media worker (transcodes,
+watermarks, PDF preparation: their own queue) and beat, SeaweedFS as
 the private S3 bucket for protected files, an SMTP sink (aiosmtpd, one file per message
 under var/stack/mail/) and the Stripe stand-in (tests/stripe_standin, test mode: no real
 money). Ports start at LODESTONE_STACK_PORT (default 8480); see `PORTS` below.
@@ -53,7 +54,9 @@ BUCKET = "lodestone-stack"
 STRIPE_KEY = "sk_test_lodestone_stack_standin"
 WEBHOOK_SECRET = "whsec_lodestone_stack_standin"
 # Start order; stop goes the other way.
-PROCESSES = ["seaweedfs", "smtp", "stripe", "gunicorn", "worker", "beat", "nginx"]
+PROCESSES = ["seaweedfs", "smtp", "stripe", "gunicorn", "worker", "media-worker", "beat", "nginx"]
+QUEUE = "lodestone-stack"
+MEDIA_QUEUE = "lodestone-stack-media"
 
 
 def site_url() -> str:
@@ -89,7 +92,8 @@ def app_env() -> dict[str, str]:
         "DJANGO_SECURE_HSTS_SECONDS": "0",
         "DATABASE_URL": f"{PG}/{DB_NAME}",
         "REDIS_URL": REDIS_URL,
-        "CELERY_TASK_DEFAULT_QUEUE": "lodestone-stack",
+        "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
+        "CELERY_MEDIA_QUEUE": MEDIA_QUEUE,
         "EMAIL_URL": f"smtp://127.0.0.1:{PORTS['smtp']}",
         "DEFAULT_FROM_EMAIL": "Lodestone stack <hello@lodestone.localhost>",
         "AWS_STORAGE_BUCKET_NAME": BUCKET,
@@ -390,10 +394,33 @@ def start(args) -> None:
             "-A",
             "config",
             "worker",
+            "-Q",
+            QUEUE,
             "--loglevel",
             "INFO",
             "--concurrency",
             os.environ.get("CELERY_CONCURRENCY", "2"),
+            "--max-tasks-per-child",
+            "200",
+        ],
+        env,
+    )
+    # infra/Procfile's media-worker: the media queue only, one job at a time by default.
+    spawn(
+        "media-worker",
+        [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            MEDIA_QUEUE,
+            "-n",
+            "media@%h",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            os.environ.get("CELERY_MEDIA_CONCURRENCY", "1"),
             "--max-tasks-per-child",
             "200",
         ],
@@ -478,7 +505,7 @@ def status(_args) -> int:
     down = 0
     for name in PROCESSES:
         pid = running_pid(name)
-        print(f"  {name:10} {'pid ' + str(pid) if pid else 'not running'}")
+        print(f"  {name:12} {'pid ' + str(pid) if pid else 'not running'}")
         down += pid is None
     if running_pid("nginx"):
         try:

@@ -276,6 +276,18 @@ else:
         "store_processed": False,
     }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="lodestone")
+# Media work (transcodes and watermarks that run for hours, PDF preparation) has a queue of
+# its own and its own worker (infra/Procfile: media-worker), so it never holds confirmation
+# and drip mail up behind it. A worker started without -Q takes the default queue only.
+CELERY_MEDIA_QUEUE = env.str("CELERY_MEDIA_QUEUE", default="lodestone-media")
+CELERY_TASK_ROUTES = {
+    # A beat sweep that only re-queues: on the media queue it would wait behind the very
+    # transcode it looks after, one more copy each beat while the media worker is busy or
+    # down. On the default queue it runs on time and sends its videos to the media queue.
+    "media.tasks.video_requeue_stale": {"queue": CELERY_TASK_DEFAULT_QUEUE},
+    "media.tasks.*": {"queue": CELERY_MEDIA_QUEUE},
+    "media.stamping.tasks.*": {"queue": CELERY_MEDIA_QUEUE},
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -1,4 +1,4 @@
-"""A real Celery worker subprocess on Redis, and the in-process app pointed at the same queue."""
+"""A real Celery worker subprocess on Redis, and the in-process app pointed at the same queues."""
 
 import contextlib
 import socket
@@ -20,11 +20,18 @@ class Broker:
     url: str
     queue: str
 
+    @property
+    def media_queue(self) -> str:
+        """Where media tasks go (settings.CELERY_MEDIA_QUEUE): named after `queue`, so a
+        session, or a test's own worker, shares it with nobody else."""
+        return f"{self.queue}-media"
+
 
 @dataclass(frozen=True)
 class CeleryWorker:
     node: str
     queue: str
+    media_queue: str
     broker_url: str
     log_path: Path
     server: ServerProcess
@@ -41,6 +48,21 @@ def _forget_broker_connections(app) -> None:
     app.__dict__.pop("amqp", None)
 
 
+def task_routes_for(broker: Broker) -> dict:
+    """settings.CELERY_TASK_ROUTES with the default and media queue names replaced by
+    `broker`'s: the same rules, on queues of the broker's own."""
+    from django.conf import settings
+
+    renamed = {
+        settings.CELERY_TASK_DEFAULT_QUEUE: broker.queue,
+        settings.CELERY_MEDIA_QUEUE: broker.media_queue,
+    }
+    return {
+        task: {**route, "queue": renamed.get(route["queue"], route["queue"])}
+        for task, route in settings.CELERY_TASK_ROUTES.items()
+    }
+
+
 @contextlib.contextmanager
 def app_publishing_to(app, broker: Broker) -> Iterator[None]:
     """Point the in-process Celery app at `broker`; put the old settings back afterwards.
@@ -48,12 +70,13 @@ def app_publishing_to(app, broker: Broker) -> Iterator[None]:
     The app read Django settings once at import (config_from_object), so overriding the
     Django settings would not reach it.
     """
-    names = ("broker_url", "broker_transport_options", "task_default_queue")
+    names = ("broker_url", "broker_transport_options", "task_default_queue", "task_routes")
     previous = {name: app.conf[name] for name in names}
     app.conf.update(
         broker_url=broker.url,
         broker_transport_options={"visibility_timeout": 3600},
         task_default_queue=broker.queue,
+        task_routes=task_routes_for(broker),
     )
     _forget_broker_connections(app)
     try:
@@ -63,7 +86,13 @@ def app_publishing_to(app, broker: Broker) -> Iterator[None]:
         _forget_broker_connections(app)
         with contextlib.suppress(redis.RedisError):
             client = redis.Redis.from_url(broker.url, socket_timeout=2)
-            client.delete(broker.queue, f"_kombu.binding.{broker.queue}")
+            client.delete(
+                *(
+                    name
+                    for queue in (broker.queue, broker.media_queue)
+                    for name in (queue, f"_kombu.binding.{queue}")
+                )
+            )
             client.close()
 
 
@@ -84,6 +113,8 @@ def broker_unreachable(app) -> Iterator[None]:
 def celery_worker_running(
     *, app, broker: Broker, env: dict[str, str], log_path: Path
 ) -> Iterator[CeleryWorker]:
+    """A solo worker consuming both of `broker`'s queues; media tasks it queues itself
+    (a transcode queuing its watermark) go to its own media queue."""
     node = f"{broker.queue}@pytest"
     argv = [
         venv_bin("celery"),
@@ -96,13 +127,17 @@ def celery_worker_running(
         "--without-mingle",
         "--without-heartbeat",
         "-Q",
-        broker.queue,
+        f"{broker.queue},{broker.media_queue}",
         "-n",
         node,
         "--loglevel=INFO",
     ]
     server = ServerProcess(
-        name="Celery worker", fixture="celery_worker", argv=argv, log_path=log_path, env=env
+        name="Celery worker",
+        fixture="celery_worker",
+        argv=argv,
+        log_path=log_path,
+        env={**env, "CELERY_MEDIA_QUEUE": broker.media_queue},
     )
     with running(server):
         server.wait_ready(
@@ -111,5 +146,10 @@ def celery_worker_running(
             what=f"worker {node} to answer a ping",
         )
         yield CeleryWorker(
-            node=node, queue=broker.queue, broker_url=broker.url, log_path=log_path, server=server
+            node=node,
+            queue=broker.queue,
+            media_queue=broker.media_queue,
+            broker_url=broker.url,
+            log_path=log_path,
+            server=server,
         )

@@ -136,8 +136,9 @@ def test_database_url(django_db_setup) -> str:
 
 @pytest.fixture(scope="session")
 def celery_broker() -> Iterator[Broker]:
-    """Redis as the broker, with a queue of this session's own; the in-process Celery app
-    publishes there while the fixture lasts."""
+    """Redis as the broker, with queues of this session's own (the default one and the
+    media one named after it); the in-process Celery app publishes there while the
+    fixture lasts."""
     from config.celery_app import app
 
     broker = Broker(url=TEST_REDIS_URL, queue=f"lodestone-test-{uuid.uuid4().hex[:12]}")
@@ -181,6 +182,7 @@ def django_server_env(
         "DATABASE_URL": test_database_url,
         "REDIS_URL": celery_broker.url,
         "CELERY_TASK_DEFAULT_QUEUE": celery_broker.queue,
+        "CELERY_MEDIA_QUEUE": celery_broker.media_queue,
         "EMAIL_URL": smtp_sink.url,
         "LODESTONE_VAR_DIR": str(var_dir),
         "LODESTONE_PROTECTED_ROOT": str(var_dir / "protected"),
@@ -221,7 +223,8 @@ def server_protected_storage(settings, django_server_env):
 
 @pytest.fixture(scope="session")
 def celery_worker(celery_broker, django_server_env, harness_log_dir) -> Iterator[CeleryWorker]:
-    """A `celery worker -P solo` subprocess consuming the session's queue; its mail goes
+    """A `celery worker -P solo` subprocess consuming the session's two queues (default
+    and media, as production's worker and media-worker between them); its mail goes
     to `smtp_sink`. Tests using it need committed data: `transactional_db`."""
     from config.celery_app import app
 
