@@ -132,14 +132,15 @@ def lesson_access(user, lesson: LessonPage) -> Access:
         )
     course = course_of(lesson)
     product_id = course.product_id if course else None
-    entitled = product_id is not None and has_access(user, product_id)
+    # One query answers both "entitled?" (payments.selectors.has_access: an active
+    # entitlement) and "since when?" (what a drip-fed module opens from).
+    started_at = access_started_at(user, product_id)
+    entitled = started_at is not None
     opens_at = None
     if entitled:
         module = module_of(lesson)
         if module is not None:
-            opens_at = module_opens_at(
-                module, access_started_at=access_started_at(user, product_id)
-            )
+            opens_at = module_opens_at(module, access_started_at=started_at)
     return _decide(
         user=user,
         is_free_preview=False,

@@ -6,6 +6,7 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
+from django.db import transaction
 from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.template.response import TemplateResponse
@@ -99,6 +100,9 @@ def _message(request, *, title: str, message: str, status: int, course=None) -> 
     return _private(response)
 
 
+# Outside ATOMIC_REQUESTS: media.downloads.download_deliver is its own transaction, with no
+# savepoint, and an error page is rendered after it has rolled back.
+@transaction.non_atomic_requests
 @require_safe
 def lesson_download(request, download_uuid):
     """A lesson's file, for whoever may see the lesson, stamped for them as it streams."""

@@ -4,11 +4,14 @@ that fails in a drain, the creator's retry, and sites without a shared cache use
 per-sign-up task with its retries."""
 
 import contextlib
+import logging
 
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
 from . import services
+
+logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 8
 BACKOFF_CAP = 1800
@@ -49,12 +52,23 @@ def signup_drain_task(after_id: int = 0) -> int:
     ids = services.signups_waiting(after_id=after_id, limit=services.SIGNUP_DRAIN_BATCH)
     if len(ids) == services.SIGNUP_DRAIN_BATCH:
         signup_drain_task.delay_or_log(ids[-1])
-    for signup_id in ids:
-        try:
-            services.signup_process(signup_id=signup_id, skip_busy=True)
-        except Exception:
-            # Its own task has the retries, backoff and failure policy.
-            signup_process_task.delay_or_log(signup_id)
+    if not ids:
+        return 0
+    try:
+        # The whole batch in one transaction, its shared reads and its writes done once.
+        services.signups_process_batch(signup_ids=ids)
+    except Exception:
+        # Nothing of the batch was written. One by one, then: the others go through and
+        # only the sign-up at fault goes to its own task.
+        logger.warning(
+            "Sign-up batch after %s failed; processing it one by one", after_id, exc_info=True
+        )
+        for signup_id in ids:
+            try:
+                services.signup_process(signup_id=signup_id, skip_busy=True)
+            except Exception:
+                # Its own task has the retries, backoff and failure policy.
+                signup_process_task.delay_or_log(signup_id)
     return len(ids)
 
 

@@ -185,6 +185,9 @@ def confirm(request, token: str):
     )
 
 
+# magnet_download is the transaction (no savepoints inside it, see media.downloads); an
+# error page is rendered after it has rolled back.
+@transaction.non_atomic_requests
 @never_cache
 def download(request, token: str):
     from media.downloads import http_status

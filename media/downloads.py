@@ -18,13 +18,14 @@ to a status code for the edge (429 for the limit, 503 for a store that did not a
 
 import mimetypes
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -90,6 +91,7 @@ def download_deliver(
     filename: str,
     request=None,
     allow_unstamped: bool | None = None,
+    on_recorded: Callable[[DownloadDelivery], object] | None = None,
 ) -> DownloadResponse | AccelDownloadResponse:
     """Stream `source_name` to one person, stamped and recorded.
 
@@ -100,6 +102,8 @@ def download_deliver(
 
     Raises DownloadLimitReached, DownloadUnavailable (the file cannot be stamped; the
     creator sees why through `source_problem`), SourceMissing, StorageUnavailable.
+    `on_recorded(delivery)` runs right after the ledger row is written, in the same
+    transaction: the caller's own record of the download commits or rolls back with it.
     """
     email = (subscriber_email or getattr(user, "email", "") or "").strip()
     if user is None and not email:
@@ -122,42 +126,41 @@ def download_deliver(
     # this buyer's tail from a small file (media.accel). Filled before the ledger row, so
     # a store that does not answer records nothing.
     head = accel_head(storage, prepared) if getattr(settings, "DOWNLOAD_X_ACCEL", False) else None
+    # Called outside a transaction (views marked transaction.non_atomic_requests), this
+    # block is the whole transaction: no savepoint, each of which costs two round trips.
     with transaction.atomic():
         _limit_enforce(user=user, email=email, source_name=source_name, filename=filename)
         issued_at = timezone.now()
-        for attempt in range(3):
-            licensee = Licensee(recipient_name.strip(), email, order_reference, marker_new())
-            suffix = _buyer_part(prepared, licensee, issued_at)
-            if head is not None and not suffix.startswith(head.prefix):
-                head = None  # the buyer's part no longer starts with the cached prefix
-            if head is not None:
-                hasher = head.hasher()
-                hasher.update(memoryview(suffix)[len(head.prefix) :])
-            else:
-                hasher = base_hasher(storage, prepared)
-                hasher.update(suffix)
-            try:
-                with transaction.atomic():
-                    delivery = DownloadDelivery.objects.create(
-                        marker=licensee.marker,
-                        user=user if getattr(user, "pk", None) else None,
-                        subscriber_email=subscriber_email.strip(),
-                        recipient_name=recipient_name.strip()[:200],
-                        order_reference=order_reference[:64],
-                        source_name=source_name,
-                        source_sha256=prepared.source_sha256,
-                        download_filename=filename[:255],
-                        sent_sha256=hasher.hexdigest(),
-                        sent_size=prepared.base_length + len(suffix),
-                        stamped=prepared.stampable,
-                        ip_address=ip_address,
-                        user_agent=user_agent,
-                        created_at=issued_at,
-                    )
-                break
-            except IntegrityError:
-                if attempt == 2:
-                    raise
+        # One attempt: the marker has 80 random bits, so a clash with a stored one is less
+        # likely than a disk error; the unique constraint still refuses it if it happens.
+        licensee = Licensee(recipient_name.strip(), email, order_reference, marker_new())
+        suffix = _buyer_part(prepared, licensee, issued_at)
+        if head is not None and not suffix.startswith(head.prefix):
+            head = None  # the buyer's part no longer starts with the cached prefix
+        if head is not None:
+            hasher = head.hasher()
+            hasher.update(memoryview(suffix)[len(head.prefix) :])
+        else:
+            hasher = base_hasher(storage, prepared)
+            hasher.update(suffix)
+        delivery = DownloadDelivery.objects.create(
+            marker=licensee.marker,
+            user=user if getattr(user, "pk", None) else None,
+            subscriber_email=subscriber_email.strip(),
+            recipient_name=recipient_name.strip()[:200],
+            order_reference=order_reference[:64],
+            source_name=source_name,
+            source_sha256=prepared.source_sha256,
+            download_filename=filename[:255],
+            sent_sha256=hasher.hexdigest(),
+            sent_size=prepared.base_length + len(suffix),
+            stamped=prepared.stampable,
+            ip_address=ip_address,
+            user_agent=user_agent,
+            created_at=issued_at,
+        )
+        if on_recorded is not None:
+            on_recorded(delivery)
         if head is not None:
             # Written inside the transaction: a full disk rolls the row back.
             tail = accel_tail_write(suffix[len(head.prefix) :])
