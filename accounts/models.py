@@ -1,6 +1,6 @@
 from django.contrib.auth.models import AbstractBaseUser, PermissionsMixin
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -36,6 +36,9 @@ class User(AbstractBaseUser, PermissionsMixin):
         constraints = [
             models.UniqueConstraint(Lower("email"), name="accounts_user_email_ci_unique"),
         ]
+        # Sign-in and checkout find accounts by email__iexact (UPPER(email) = UPPER(%s) on
+        # PostgreSQL), which the unique index on LOWER(email) cannot answer.
+        indexes = [models.Index(Upper("email"), name="accounts_user_email_up")]
 
     def __str__(self) -> str:
         return self.email

@@ -7,7 +7,7 @@ address whatever its case, one confirmation token per hash, consent rows never u
 import uuid
 
 from django.db import models
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from taggit.managers import TaggableManager
@@ -138,6 +138,9 @@ class Subscriber(models.Model):
                 condition=models.Q(audience_changed_at__isnull=False),
                 name="funnels_subscriber_mc_due",
             ),
+            # Lookups by address use email__iexact, which PostgreSQL runs as UPPER(email) =
+            # UPPER(%s): the unique index on LOWER(email) cannot answer it, this one does.
+            models.Index(Upper("email"), name="funnels_subscriber_email_up"),
         ]
         ordering = ["-created_at"]
 

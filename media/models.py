@@ -4,6 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -173,7 +174,18 @@ class DownloadDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "source_name", "created_at"])]
+        indexes = [
+            models.Index(fields=["user", "source_name", "created_at"]),
+            # A subscriber's download limit (media.downloads._limit_enforce) without reading
+            # every download of a popular lead magnet: email__iexact is UPPER() on PostgreSQL.
+            models.Index(
+                Upper("subscriber_email"),
+                "source_name",
+                "created_at",
+                condition=models.Q(user__isnull=True),
+                name="media_delivery_subscriber_lim",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.download_filename} → {self.subscriber_email or self.user_id} ({self.marker})"

@@ -447,7 +447,8 @@ def buyer_get_or_create(*, email: str, name: str = ""):
     user = user_model.objects.filter(email__iexact=email).first()
     if user is None:
         address = (
-            EmailAddress.objects.filter(email__iexact=email, verified=True)
+            # allauth keeps addresses lower-cased and looks them up so (its indexed column).
+            EmailAddress.objects.filter(email=email.lower(), verified=True)
             .select_related("user")
             .first()
         )
@@ -470,7 +471,7 @@ def buyer_get_or_create(*, email: str, name: str = ""):
         try:
             with transaction.atomic():
                 EmailAddress.objects.create(
-                    user=user, email=email, verified=True, primary=not has_primary
+                    user=user, email=email.lower(), verified=True, primary=not has_primary
                 )
         except IntegrityError:
             address = EmailAddress.objects.filter(user=user, email__iexact=email).first()

@@ -23,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Lower, Upper
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from modelcluster.fields import ParentalKey
@@ -413,7 +413,12 @@ class Registration(models.Model):
                 "page", Lower("email"), name="webinars_registration_page_email_unique"
             )
         ]
-        indexes = [models.Index(fields=["occasion", "status"])]
+        indexes = [
+            models.Index(fields=["occasion", "status"]),
+            # A person's registrations across webinars (their account page, erasure) are
+            # found by email__iexact: UPPER(email) on PostgreSQL.
+            models.Index(Upper("email"), name="webinars_registration_email_up"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.email} → {self.occasion_id} ({self.status})"
