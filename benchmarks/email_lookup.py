@@ -41,42 +41,14 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchdb import bench_database, setup_django
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/lodestone_bench_lookup"
 SOURCE_NAME = "lead-magnets/bench-launch-checklist.pdf"
 SEED = 20261123
-
-
-def psql(server_url: str, sql: str) -> None:
-    subprocess.run(["psql", f"{server_url}/postgres", "-qc", sql], check=True, capture_output=True)
-
-
-def setup_django(database_url: str) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=database_url,
-        LODESTONE_SITE_URL="https://bench.example",
-    )
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    settings.CELERY_BROKER_URL = "memory://"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tempfile.mkdtemp(prefix="bench-lookup-"), "base_url": None},
-        },
-    }
 
 
 # Stored addresses, mixed case; looked up lower-cased (email__iexact must match them).
@@ -270,13 +242,8 @@ def main() -> int:
     if opts.subscribers < 400:
         parser.error("--subscribers: at least 400")
 
-    server, name = opts.database_url.rsplit("/", 1)
-    if "bench" not in name:
-        parser.error(f"refusing to drop and create {name!r}: the name must contain 'bench'")
-    psql(server, f"DROP DATABASE IF EXISTS {name}")
-    psql(server, f"CREATE DATABASE {name}")
-    try:
-        setup_django(opts.database_url)
+    with bench_database(opts.database_url, keep=opts.keep):
+        setup_django(opts.database_url, label="lookup")
         from django.core.management import call_command
         from django.db import connection
 
@@ -308,12 +275,6 @@ def main() -> int:
                     rates[query["label"]][with_index].append(timed(query, sample, with_index, None))
         for query in queries:  # every DROP INDEX was rolled back
             assert index_present(query["index"]), query["index"]
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if not opts.keep:
-            psql(server, f"DROP DATABASE IF EXISTS {name}")
 
     print(
         f"\n{sizes['subscribers']} subscribers, {sizes['accounts']} accounts,"

@@ -17,43 +17,15 @@ postgres://postgres@127.0.0.1:5432. Loopback only; bounded in size.
 """
 
 import argparse
+import contextlib
 import os
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchdb import bench_database, setup_django
+
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/lodestone_bench_drain"
-
-
-def psql(server_url: str, sql: str) -> None:
-    subprocess.run(["psql", f"{server_url}/postgres", "-qc", sql], check=True, capture_output=True)
-
-
-def setup_django(database_url: str) -> None:
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings.test",
-        DATABASE_URL=database_url,
-        LODESTONE_SITE_URL="https://bench.example",
-    )
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    # Nothing leaves the process: no broker folder under var/, no Redis.
-    settings.CELERY_BROKER_URL = "memory://"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "protected": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": tempfile.mkdtemp(prefix="bench-drain-"), "base_url": None},
-        },
-    }
 
 
 def seed_page():
@@ -177,12 +149,9 @@ def main() -> int:
 
     own_database = opts.database_url is None
     url = opts.database_url or DEFAULT_URL
-    server, name = url.rsplit("/", 1)
-    if own_database:
-        psql(server, f"DROP DATABASE IF EXISTS {name}")
-        psql(server, f"CREATE DATABASE {name}")
-    try:
-        setup_django(url)
+    scope = bench_database(url) if own_database else contextlib.nullcontext()
+    with scope:
+        setup_django(url, label="drain")
         from django.core.management import call_command
 
         from funnels import services
@@ -203,12 +172,6 @@ def main() -> int:
                 timed(drain, spec, opts.signups, f"b{round_no}-{run}")
             )
         check_outcome(40 + 2 * opts.rounds * opts.signups)
-    finally:
-        if own_database:
-            from django.db import connections
-
-            connections.close_all()
-            psql(server, f"DROP DATABASE IF EXISTS {name}")
 
     median = {
         label: sorted(rounds, key=lambda r: r["rate"])[len(rounds) // 2]
