@@ -6,11 +6,13 @@ tags. Calls run from Celery tasks, never in a visitor's request.
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db import connection
+from django.db.models import Case, F, JSONField, Q, Value, When
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from mailchimp_marketing import Client
 from mailchimp_marketing.api_client import ApiClientError
@@ -92,6 +94,26 @@ def member_body(subscriber: Subscriber) -> dict:
     }
 
 
+def subscriber_tag_names(subscriber: Subscriber) -> list[str]:
+    """The subscriber's tag names, sorted; through the prefetched tag links when the caller
+    prefetched ``tagged_items__tag`` (tags.names() would query once per subscriber)."""
+    if "tagged_items" in getattr(subscriber, "_prefetched_objects_cache", {}):
+        return sorted({item.tag.name for item in subscriber.tagged_items.all()})
+    return sorted(subscriber.tags.names())
+
+
+def member_tags_body(subscriber: Subscriber, tags: Sequence[str]) -> dict:
+    """The tags call for ``tags``: each active, and inactive each name Lodestone sent
+    before that the subscriber no longer has. Tags a creator set in Mailchimp itself were
+    never sent, so they are left alone. Setting a tag the member lacks inactive is a no-op
+    in Mailchimp, so sending the same body again is harmless."""
+    removed = sorted(set(subscriber.audience_tags_sent or []) - set(tags))
+    return {
+        "tags": [{"name": t, "status": "active"} for t in tags]
+        + [{"name": t, "status": "inactive"} for t in removed]
+    }
+
+
 def subscribers_mark_changed(*, subscriber_ids: Iterable[int]) -> int:
     """Record, in the caller's transaction, that Mailchimp's copy of these subscribers is
     out of date: the outbox row of a change (an admin edit of name or tags) whose sync is
@@ -103,12 +125,21 @@ def subscribers_mark_changed(*, subscriber_ids: Iterable[int]) -> int:
     )
 
 
-def subscribers_mark_synced(*, subscribers: Iterable[Subscriber]) -> int:
+def subscribers_mark_synced(
+    *,
+    subscribers: Iterable[Subscriber],
+    tags_sent: Mapping[int, Sequence[str]] | None = None,
+) -> int:
     """Stamp a successful sync on the rows sent, as they were read before sending.
 
     Compare-and-set on the change mark: a row edited while the sync was on its way (its
     mark is newer than, or appeared since, the one read) keeps its mark and stays due, so
-    the newer edit is not taken for sent. Returns how many rows were stamped."""
+    the newer edit is not taken for sent. Returns how many rows were stamped.
+
+    ``tags_sent`` (subscriber id -> tag names sent active) becomes the remembered set of a
+    stamped row. A row left due still had those names set in Mailchimp by this sync, so
+    they are added to its remembered set: should the edit have removed one, the next
+    sync sends it inactive."""
     subscribers = list(subscribers)
     if not subscribers:
         return 0
@@ -119,9 +150,44 @@ def subscribers_mark_synced(*, subscribers: Iterable[Subscriber]) -> int:
     for subscriber in subscribers:
         if subscriber.audience_changed_at is not None:
             as_sent |= Q(pk=subscriber.pk, audience_changed_at=subscriber.audience_changed_at)
-    return Subscriber.objects.filter(as_sent).update(
-        audience_synced_at=timezone.now(), audience_sync_error="", audience_changed_at=None
-    )
+    sent = {pk: sorted(set(names)) for pk, names in (tags_sent or {}).items()}
+    stamp = {
+        "audience_synced_at": timezone.now(),
+        "audience_sync_error": "",
+        "audience_changed_at": None,
+    }
+    if sent:
+        stamp["audience_tags_sent"] = Case(
+            *(
+                When(pk=pk, then=Value(names, output_field=JSONField()))
+                for pk, names in sent.items()
+            ),
+            default=F("audience_tags_sent"),
+            output_field=JSONField(),
+        )
+    stamped = Subscriber.objects.filter(as_sent).update(**stamp)
+    if sent and stamped < len({s.pk for s in subscribers}):
+        # Still marked: edited since read. One UPDATE each, merging in the database, so a
+        # concurrent merge is not lost.
+        superseded = Subscriber.objects.filter(
+            pk__in=list(sent), audience_changed_at__isnull=False
+        ).values_list("pk", flat=True)
+        for pk in superseded:
+            if connection.vendor != "postgresql":  # the SQLite demo: no concurrent syncs
+                row = Subscriber.objects.get(pk=pk)
+                merged = sorted({*row.audience_tags_sent, *sent[pk]})
+                Subscriber.objects.filter(pk=pk).update(audience_tags_sent=merged)
+                continue
+            Subscriber.objects.filter(pk=pk).update(
+                audience_tags_sent=RawSQL(
+                    "SELECT COALESCE(jsonb_agg(DISTINCT sent.tag ORDER BY sent.tag), '[]')"
+                    " FROM jsonb_array_elements_text(audience_tags_sent || %s::jsonb)"
+                    " AS sent(tag)",
+                    [json.dumps(sent[pk])],
+                    output_field=JSONField(),
+                )
+            )
+    return stamped
 
 
 def subscribers_sync_due(*, now: datetime | None = None, limit: int = 1000) -> list[int]:
@@ -178,20 +244,21 @@ def subscribers_sync_due(*, now: datetime | None = None, limit: int = 1000) -> l
     return sorted({*status_changes, *edits})[:limit]
 
 
-def member_upsert(subscriber: Subscriber) -> None:
+def member_upsert(subscriber: Subscriber) -> list[str]:
+    """Upsert one member; returns the tag names sent active, for subscribers_mark_synced."""
     api = client()
     list_id = settings.MAILCHIMP_AUDIENCE_ID
     member = subscriber_hash(subscriber.email)
     body = {k: v for k, v in member_body(subscriber).items() if v != ""}
     try:
         api.lists.set_list_member(list_id, member, body)
-        tags = sorted(subscriber.tags.names())
-        if tags:
-            api.lists.update_list_member_tags(
-                list_id, member, {"tags": [{"name": t, "status": "active"} for t in tags]}
-            )
+        tags = subscriber_tag_names(subscriber)
+        tags_body = member_tags_body(subscriber, tags)
+        if tags_body["tags"]:
+            api.lists.update_list_member_tags(list_id, member, tags_body)
     except Exception as exc:
         raise _error(exc) from exc
+    return tags
 
 
 def member_forget(email: str) -> None:
@@ -208,7 +275,10 @@ def member_forget(email: str) -> None:
 
 
 def members_batch(subscribers: list[Subscriber]) -> str:
-    """Upsert many members in one Mailchimp batch operation; returns the batch id."""
+    """Upsert many members in one Mailchimp batch operation; returns the batch id.
+
+    Prefetch ``tagged_items__tag``: the tags sent are then subscriber_tag_names(s) of the
+    very instances passed, which the caller hands to subscribers_mark_synced."""
     list_id = settings.MAILCHIMP_AUDIENCE_ID
     operations = []
     for subscriber in subscribers:
@@ -222,15 +292,14 @@ def members_batch(subscribers: list[Subscriber]) -> str:
                 "body": json.dumps(body),
             }
         )
-        # Through the prefetched tag links: tags.names() would query once per subscriber.
-        tags = sorted(item.tag.name for item in subscriber.tagged_items.all())
-        if tags:
+        tags_body = member_tags_body(subscriber, subscriber_tag_names(subscriber))
+        if tags_body["tags"]:
             operations.append(
                 {
                     "method": "POST",
                     "path": f"/lists/{list_id}/members/{member}/tags",
                     "operation_id": f"tags-{subscriber.pk}",
-                    "body": json.dumps({"tags": [{"name": t, "status": "active"} for t in tags]}),
+                    "body": json.dumps(tags_body),
                 }
             )
     try:

@@ -124,6 +124,11 @@ class Subscriber(models.Model):
     # this very mark clears it (funnels.audience.subscribers_mark_synced), so an edit
     # committed while a sync was on its way stays due.
     audience_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The tag names Lodestone last sent as active, recorded by the sync that sent them
+    # (funnels.audience.subscribers_mark_synced). A name here but no longer on the
+    # subscriber goes to Mailchimp as inactive; tags a creator set in Mailchimp itself
+    # were never here, so they are left alone.
+    audience_tags_sent = models.JSONField(default=list, blank=True, editable=False)
 
     class Meta:
         constraints = [

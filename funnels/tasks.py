@@ -23,13 +23,15 @@ def audience_sync_subscriber(self, subscriber_id: int) -> str:
         # ours. The confirmation's sync sends the subscriber, with any edit made meanwhile.
         return "pending"
     try:
-        audience.member_upsert(subscriber)
+        tags_sent = audience.member_upsert(subscriber)
     except audience.AudienceError as exc:
         Subscriber.objects.filter(pk=subscriber_id).update(audience_sync_error=str(exc)[:2000])
         if exc.retryable and self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         return "failed"
-    if not audience.subscribers_mark_synced(subscribers=[subscriber]):
+    if not audience.subscribers_mark_synced(
+        subscribers=[subscriber], tags_sent={subscriber.pk: tags_sent}
+    ):
         # Edited while the upsert was on its way: Mailchimp has the state before the edit.
         # The row stays due; the edit's own task, or the sweep, sends the newer state.
         return "superseded"
@@ -79,7 +81,10 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         Subscriber.objects.filter(pk__in=subscriber_ids).update(audience_sync_error=str(exc)[:2000])
         return "failed"
-    audience.subscribers_mark_synced(subscribers=subscribers)
+    audience.subscribers_mark_synced(
+        subscribers=subscribers,
+        tags_sent={s.pk: audience.subscriber_tag_names(s) for s in subscribers},
+    )
     return batch_id
 
 

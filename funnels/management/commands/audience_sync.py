@@ -9,7 +9,6 @@ import argparse
 from collections.abc import Sequence
 
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from funnels import audience
 from funnels.models import Subscriber
@@ -170,7 +169,10 @@ class Command(BaseCommand):
         except audience.AudienceError as exc:
             Subscriber.objects.filter(pk__in=chunk).update(audience_sync_error=str(exc)[:2000])
             raise
-        Subscriber.objects.filter(pk__in=chunk).update(
-            audience_synced_at=timezone.now(), audience_sync_error=""
+        # As the sync tasks record it: the tags sent become the remembered set (removals
+        # are sent inactive next time), and a row edited meanwhile stays due.
+        audience.subscribers_mark_synced(
+            subscribers=subscribers,
+            tags_sent={s.pk: audience.subscriber_tag_names(s) for s in subscribers},
         )
         return batch_id
