@@ -423,31 +423,34 @@ def _signup_process(*, signup_id: int, skip_busy: bool = False) -> OptInOutcome 
         return "busy" if skip_busy and SignUp.objects.filter(pk=signup_id).exists() else "gone"
     if signup.status != SignUp.Status.RECEIVED:
         return f"already {signup.status}"
-    signup.attempts += 1
-    signup.processed_at = timezone.now()
     try:
         with transaction.atomic():
             outcome = _signup_apply(signup)
     except exceptions.FunnelError as error:
-        signup.status = SignUp.Status.FAILED
-        signup.last_error = error.message
-        signup.save(update_fields=["status", "last_error", "attempts", "processed_at"])
+        _signup_settle(signup, error=error.message)
+        signup.save(update_fields=SIGNUP_RESULT_FIELDS)
         return "failed"
+    _signup_settle(signup, outcome=outcome)
+    signup.save(update_fields=SIGNUP_RESULT_FIELDS)
+    return outcome
+
+
+# What processing writes on a sign-up row, one at a time or for a drain's batch.
+SIGNUP_RESULT_FIELDS = ["status", "subscriber", "outcome", "last_error", "attempts", "processed_at"]
+
+
+def _signup_settle(signup: SignUp, *, outcome: OptInOutcome | None = None, error: str = "") -> None:
+    """Set the row's result of this attempt (not saved): processed with its outcome, or
+    failed with what the creator sees."""
+    signup.attempts += 1
+    signup.processed_at = timezone.now()
+    if outcome is None:
+        signup.status, signup.last_error = SignUp.Status.FAILED, error
+        return
     signup.status = SignUp.Status.PROCESSED
     signup.subscriber = outcome.subscriber
     signup.outcome = (",".join(outcome.emails) or "none")[:32]
     signup.last_error = ""
-    signup.save(
-        update_fields=[
-            "status",
-            "subscriber",
-            "outcome",
-            "last_error",
-            "attempts",
-            "processed_at",
-        ]
-    )
-    return outcome
 
 
 def signup_record_failure(*, signup_id: int, error: str, final: bool) -> None:
@@ -890,11 +893,9 @@ def signups_process_batch(*, signup_ids: list[int]) -> dict[int, str]:
         ),
     )
     for signup in signups:
-        signup.attempts += 1
-        signup.processed_at = timezone.now()
         magnet = magnets.get(signup.magnet_id) if signup.magnet_id else None
         if magnet is None:
-            signup.status, signup.last_error = SignUp.Status.FAILED, MAGNET_GONE
+            _signup_settle(signup, error=MAGNET_GONE)
             results[signup.pk] = "failed"
             continue
         subscriber = subscribers[signup.email]
@@ -912,26 +913,19 @@ def signups_process_batch(*, signup_ids: list[int]) -> dict[int, str]:
                     outcome = _signup_record(signup, **record)
             except exceptions.FunnelError as error:
                 subscriber.refresh_from_db()  # as written before this sign-up
-                signup.status, signup.last_error = SignUp.Status.FAILED, error.message
+                _signup_settle(signup, error=error.message)
                 results[signup.pk] = "failed"
                 continue
             finally:
                 writer.defer = True
         else:
             outcome = _signup_record(signup, **record)
-        signup.status = SignUp.Status.PROCESSED
-        signup.subscriber = outcome.subscriber
-        signup.outcome = (",".join(outcome.emails) or "none")[:32]
-        signup.last_error = ""
+        _signup_settle(signup, outcome=outcome)
         if signup.outcome == "delivery":
             writer.deliveries.append((subscriber.pk, magnet.pk, signup.created_at))
         results[signup.pk] = signup.outcome
     writer.flush()
-    _rows_update(
-        SignUp,
-        signups,
-        ["status", "subscriber", "outcome", "last_error", "attempts", "processed_at"],
-    )
+    _rows_update(SignUp, signups, SIGNUP_RESULT_FIELDS)
     return results
 
 

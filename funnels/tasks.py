@@ -79,7 +79,9 @@ def audience_sync_batch(self, subscriber_ids: list[int]) -> str:
     except audience.AudienceError as exc:
         if exc.retryable and self.request.retries < self.max_retries:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-        Subscriber.objects.filter(pk__in=subscriber_ids).update(audience_sync_error=str(exc)[:2000])
+        Subscriber.objects.filter(pk__in=[s.pk for s in subscribers]).update(
+            audience_sync_error=str(exc)[:2000]
+        )
         return "failed"
     audience.subscribers_mark_synced(
         subscribers=subscribers,
